@@ -1,0 +1,171 @@
+# civibus - top-level GNU Makefile (no autotools).
+#
+#   make              build the hub, the SDK, the CLI (into $(BUILD), default build/)
+#   make test         install missing packages, build with ASan+UBSan, run the suite
+#   make demo         install missing packages, build, run the example exchange
+#   make bench        build optimised and run the benchmarks
+#   make fuzz         run each fuzz target for a bounded time (clang + libFuzzer)
+#   make memcheck     run the unit tests under valgrind
+#   make install      PREFIX=/usr/local DESTDIR=
+#   make format clean
+#
+# Switches: SANITIZER=address|undefined|thread|address,undefined   V=1   BUILD=dir
+# Generated protobuf-c code and every object live under $(BUILD); nothing generated
+# is ever committed.
+
+BUILD     ?= build
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+CC        ?= cc
+OPT       ?= -O2
+SANITIZER ?=
+VERSION   := 0.1.0
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+PKGS      := libzmq libprotobuf-c openssl lmdb jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN      := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
+             -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
+CFLAGS    ?= $(OPT) -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(CFLAGS) $(PKG_CFLAGS) \
+             -DCIVIBUS_VERSION=\"$(VERSION)\" -I$(BUILD)/gen -Iproto -Ihub -Iadapters/sdk
+LDLIBS    := $(PKG_LIBS) -lpthread
+ifneq ($(SANITIZER),)
+ALL_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS   += -fsanitize=$(SANITIZER)
+endif
+
+GEN_C     := $(BUILD)/gen/civibus.pb-c.c
+GEN_H     := $(BUILD)/gen/civibus.pb-c.h
+
+PROTO_SRC := $(wildcard proto/*.c)
+HUB_SRC   := $(filter-out hub/main.c,$(wildcard hub/*.c))
+SDK_SRC   := $(wildcard adapters/sdk/*.c)
+CLI_SRC   := $(wildcard adapters/cli/*.c)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+ITEST_SRC := $(wildcard tests/integration/test_*.c)
+HARN_SRC  := $(wildcard tests/harness/*.c)
+BENCH_SRC := $(wildcard tests/bench/*.c)
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+PROTO_OBJ := $(call obj,$(PROTO_SRC)) $(BUILD)/obj/gen/civibus.pb-c.o
+HUB_OBJ   := $(call obj,$(HUB_SRC))
+SDK_OBJ   := $(call obj,$(SDK_SRC))
+CLI_OBJ   := $(call obj,$(CLI_SRC))
+HARN_OBJ  := $(call obj,$(HARN_SRC))
+
+LIBPROTO  := $(BUILD)/libcivproto.a
+LIBHUB    := $(BUILD)/libcivhub.a
+LIBCIV_A  := $(BUILD)/libcivibus.a
+LIBCIV_SO := $(BUILD)/libcivibus.so.0
+HUBD      := $(BUILD)/civibusd
+CLI       := $(BUILD)/civibus
+UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
+BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+FUZZ_BIN  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+
+.PHONY: all deps tests test bench demo fuzz memcheck install clean format
+.DEFAULT_GOAL := all
+
+all: $(HUBD) $(CLI) $(LIBCIV_A) $(LIBCIV_SO) $(BUILD)/civibus.pc
+
+deps:
+	$(Q)sh deploy/install-deps.sh
+
+$(GEN_C) $(GEN_H): proto/civibus.proto
+	@mkdir -p $(BUILD)/gen
+	$(Q)protoc-c --proto_path=proto --c_out=$(BUILD)/gen proto/civibus.proto
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes -MMD -MP -c $< -o $@
+	@[ "$(V)" = 1 ] || echo "  CC      $<"
+
+$(BUILD)/obj/%.o: %.c $(GEN_H)
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  CC      $<"
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIBPROTO): $(PROTO_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(LIBHUB): $(HUB_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(LIBCIV_A): $(SDK_OBJ) $(PROTO_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(LIBCIV_SO): $(SDK_OBJ) $(PROTO_OBJ)
+	$(Q)$(CC) -shared -Wl,-soname,libcivibus.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/civibus.pc: adapters/sdk/civibus.pc.in
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+
+$(HUBD): $(call obj,hub/main.c) $(LIBHUB) $(LIBPROTO)
+	@[ "$(V)" = 1 ] || echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(CLI): $(CLI_OBJ) $(LIBCIV_A)
+	@[ "$(V)" = 1 ] || echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Unit tests link the hub's modules and the SDK; integration tests and benchmarks
+# link the SDK and the test harness (which starts real civibusd processes).
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBHUB) $(LIBCIV_A)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+$(ITEST_BIN): $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(HARN_OBJ) $(LIBCIV_A)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(HARN_OBJ) $(LIBHUB) $(LIBCIV_A)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# Without libFuzzer a fuzz target links a main that replays its corpus.
+$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(LIBHUB) $(LIBPROTO)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+tests: all $(UNIT_BIN) $(ITEST_BIN) $(FUZZ_BIN)
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory BUILD=build/test SANITIZER=address,undefined OPT=-O1 tests
+	$(Q)sh tests/run.sh build/test
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory BUILD=build/bench OPT="-O2 -DNDEBUG" all $(patsubst $(BUILD)/%,build/bench/%,$(BENCH_BIN))
+	$(Q)sh tests/bench/run.sh build/bench
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)sh deploy/demo.sh $(BUILD)
+
+fuzz: deps
+	$(Q)sh tests/fuzz/run.sh
+
+memcheck: deps
+	$(Q)$(MAKE) --no-print-directory BUILD=build/memcheck OPT=-O0 tests
+	$(Q)MEMCHECK=1 sh tests/run.sh build/memcheck
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(HUBD) $(CLI) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(LIBCIV_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0755 $(LIBCIV_SO) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libcivibus.so.0 $(DESTDIR)$(PREFIX)/lib/libcivibus.so
+	install -m 0644 adapters/sdk/civibus.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 $(BUILD)/civibus.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+format:
+	clang-format -i $(PROTO_SRC) $(wildcard proto/*.h) hub/*.c hub/*.h adapters/*/*.c adapters/*/*.h
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

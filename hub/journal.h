@@ -1,0 +1,129 @@
+/* journal - the hub's durable, totally ordered event log, in LMDB.
+ *
+ * Owns the LMDB environment under the data directory and everything in it:
+ *   log     seq (uint64, MDB_INTEGERKEY, appended with MDB_APPEND) -> entry
+ *   dedup   source "\0" event_id -> seq, for idempotent publishing
+ *   cursors agency "\0" subscription name -> acknowledged seq, filters
+ *   meta    format version and bookkeeping
+ * Invariants: sequence numbers start at 1 and have no gaps; received_at never
+ * decreases along the log (the journal clamps it), so a time maps to a
+ * sequence by binary search; an append is durable once journal_append_batch
+ * returned JOURNAL_OK in durable mode (one fsync per batch: group commit).
+ *
+ * The map grows by doubling (only between transactions) up to map_max; past
+ * that, batches fail with JOURNAL_FULL and nothing of them is written, while
+ * reads keep working. No read transaction outlives a call, so LMDB can always
+ * reuse freed pages. LMDB's pointers never leave journal.c: readers get copies
+ * or pointers valid only during a callback.
+ *
+ * Single-writer, single-thread: one journal_t is used by one thread.
+ */
+#ifndef CIVIBUS_JOURNAL_H
+#define CIVIBUS_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct journal journal_t;
+
+enum journal_err {
+    JOURNAL_OK = 0,
+    JOURNAL_FULL = -1,     /* map ceiling reached: refuse with storage_full */
+    JOURNAL_IO = -2,       /* LMDB or file system error (logged with detail) */
+    JOURNAL_CORRUPT = -3,  /* an entry or record does not parse */
+    JOURNAL_NOTFOUND = -4, /* no such record */
+    JOURNAL_INVALID = -5,  /* bad argument (empty key, oversize field) */
+};
+
+typedef struct {
+    const char *dir;  /* data directory; created if missing */
+    size_t map_init;  /* initial map size in bytes (0: 64 MiB) */
+    size_t map_max;   /* ceiling in bytes (0: 64 GiB) */
+    bool no_sync;     /* true only for tests and benchmarks: no fsync */
+    bool read_only;   /* open for reading only (offline tools) */
+} journal_opts_t;
+
+/* Open or create the journal. Returns NULL on error (logged). */
+journal_t *journal_new(const journal_opts_t *opts);
+/* Close; NULL-safe; nulls *self_p. */
+void journal_destroy(journal_t **self_p);
+
+/* One event to append. The caller fills the inputs; the journal fills the
+ * outputs. Pointers are borrowed for the duration of the call. */
+typedef struct {
+    const char *source;   /* agency id (authenticated sender) */
+    const char *event_id;
+    const char *type;     /* stored beside the event so filters need no decode */
+    const uint8_t *event; /* serialized ServiceEvent, stored as is */
+    size_t event_len;
+    uint64_t seq;         /* out: assigned, or the original one for a duplicate */
+    int64_t received_at;  /* out: hub receive time (µs since epoch) */
+    bool duplicate;       /* out: (source, event_id) was already in the log */
+} journal_entry_t;
+
+/* A subscription's cursor, saved with a batch or alone. */
+typedef struct {
+    const char *agency;
+    const char *name;
+    uint64_t acked;       /* last acknowledged seq (0: none) */
+    const char *filters;  /* filters joined by '\n' */
+} journal_cursor_t;
+
+/* Append n entries and save n_cursors cursors in one transaction, then commit
+ * (fsync unless no_sync). Duplicates inside the batch resolve to the first.
+ * All or nothing: on error no entry is written and outputs are unspecified.
+ * Grows the map as needed. Returns JOURNAL_OK, JOURNAL_FULL or JOURNAL_IO. */
+int journal_append_batch(journal_t *self, journal_entry_t *entries, size_t n,
+                         const journal_cursor_t *cursors, size_t n_cursors);
+
+/* Save cursors alone (one synced transaction). */
+int journal_save_cursors(journal_t *self, const journal_cursor_t *cursors, size_t n);
+
+/* A stored entry, as seen by a scan callback: pointers valid only inside it. */
+typedef struct {
+    uint64_t seq;
+    int64_t received_at;
+    const char *type;     /* not NUL-terminated */
+    size_t type_len;
+    const uint8_t *event;
+    size_t event_len;
+} journal_record_t;
+
+/* Return 0 to go on, non-zero to stop the scan (that value is returned). */
+typedef int (*journal_visit_fn)(const journal_record_t *rec, void *arg);
+
+/* Visit entries in order from seq `from` (inclusive) on, at most max of them
+ * (0: no limit), in one short read transaction. Returns JOURNAL_OK at the end
+ * of the log or max, the visitor's non-zero value, or a negative error. */
+int journal_scan(journal_t *self, uint64_t from, size_t max, journal_visit_fn visit, void *arg);
+
+/* First and last sequence numbers (0 when the log is empty). Cached: free. */
+uint64_t journal_first_seq(const journal_t *self);
+uint64_t journal_last_seq(const journal_t *self);
+
+/* Smallest seq whose received_at >= time_us; last_seq + 1 when none. */
+int journal_seq_at_time(journal_t *self, int64_t time_us, uint64_t *seq);
+
+/* Look up one cursor. On success *acked is set and, when filters is non-NULL,
+ * *filters is a malloc'd copy of the '\n'-joined filters (caller frees).
+ * JOURNAL_NOTFOUND when the subscription has no saved cursor. */
+int journal_cursor_get(journal_t *self, const char *agency, const char *name, uint64_t *acked,
+                       char **filters);
+
+/* Visit every saved cursor (pointers valid only inside the callback). */
+typedef int (*journal_cursor_fn)(const journal_cursor_t *c, void *arg);
+int journal_cursor_each(journal_t *self, journal_cursor_fn fn, void *arg);
+
+typedef struct {
+    uint64_t entries;      /* entries in the log */
+    uint64_t map_size;     /* current map size, bytes */
+    uint64_t map_max;      /* ceiling, bytes */
+    uint64_t used_bytes;   /* pages in use * page size */
+    uint64_t file_bytes;   /* size of data.mdb on disk */
+} journal_stats_t;
+int journal_stats(journal_t *self, journal_stats_t *out);
+
+const char *journal_strerror(int code);
+
+#endif
