@@ -1,0 +1,304 @@
+/* auth - the agency registry and the ZAP handler.
+ *
+ * ZAP (RFC 27) request frames: version, request id, domain, address,
+ * identity, mechanism, then the mechanism's credentials (for CURVE the
+ * client's 32-byte public key). The reply: version, request id, status code,
+ * status text, user id, metadata. A malformed request is answered with 500
+ * when it can be, and never crashes the handler.
+ */
+#include "auth.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "keyfile.h"
+#include "log.h"
+
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+#define MAX_KEYS 100000
+
+typedef struct {
+    uint8_t key[32];
+    char agency[65];
+} s_entry_t;
+
+typedef struct {
+    s_entry_t *entries; /* sorted by key for bsearch */
+    size_t n;
+    int agencies;
+} s_registry_t;
+
+struct auth {
+    void *ctx;
+    void *zap;
+    char *dir;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock;
+    s_registry_t *registry;
+    atomic_uint_fast64_t refused;
+};
+
+static int s_entry_cmp(const void *a, const void *b)
+{
+    return memcmp(((const s_entry_t *)a)->key, ((const s_entry_t *)b)->key, 32);
+}
+
+static void s_registry_free(s_registry_t **reg_p)
+{
+    if (*reg_p) {
+        free((*reg_p)->entries);
+        free(*reg_p);
+        *reg_p = NULL;
+    }
+}
+
+static int s_name_ends_pub(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 4 && strcmp(name + n - 4, ".pub") == 0;
+}
+
+static s_registry_t *s_registry_load(const char *dir)
+{
+    s_registry_t *reg = calloc(1, sizeof *reg);
+    size_t cap = 0;
+    DIR *d = opendir(dir);
+    if (!reg || !d) {
+        log_error("auth", "event=registry_unreadable dir=%s error=\"%s\"", dir, strerror(errno));
+        goto fail;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.' || !s_name_ends_pub(de->d_name))
+            continue;
+        char path[4096], err[512];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        keyfile_t kf;
+        if (keyfile_read(path, &kf, err, sizeof err) != KEYFILE_OK) {
+            log_error("auth", "event=registry_entry_invalid error=\"%s\"", err);
+            goto fail;
+        }
+        size_t base_len = strlen(de->d_name) - 4;
+        if (!kf.agency[0] || strlen(kf.agency) != base_len || strncmp(kf.agency, de->d_name, base_len) != 0) {
+            log_error("auth", "event=registry_entry_invalid file=%s error=\"agency key must match the file name\"",
+                      path);
+            goto fail;
+        }
+        memset(kf.curve_secret, 0, sizeof kf.curve_secret);
+        reg->agencies++;
+        for (int i = 0; i < kf.n_curve; i++) {
+            if (reg->n == cap) {
+                cap = cap ? cap * 2 : 64;
+                if (cap > MAX_KEYS) {
+                    log_error("auth", "event=registry_too_large max_keys=%d", MAX_KEYS);
+                    goto fail;
+                }
+                s_entry_t *grown = realloc(reg->entries, cap * sizeof *grown);
+                if (!grown)
+                    goto fail;
+                reg->entries = grown;
+            }
+            s_entry_t *e = &reg->entries[reg->n++];
+            zmq_z85_decode(e->key, kf.curve[i]);
+            snprintf(e->agency, sizeof e->agency, "%s", kf.agency);
+        }
+    }
+    closedir(d);
+    d = NULL;
+    if (reg->n)
+        qsort(reg->entries, reg->n, sizeof *reg->entries, s_entry_cmp);
+    for (size_t i = 1; i < reg->n; i++) {
+        if (memcmp(reg->entries[i - 1].key, reg->entries[i].key, 32) == 0 &&
+            strcmp(reg->entries[i - 1].agency, reg->entries[i].agency) != 0) {
+            log_error("auth", "event=registry_duplicate_key agencies=%s,%s", reg->entries[i - 1].agency,
+                      reg->entries[i].agency);
+            goto fail;
+        }
+    }
+    return reg;
+fail:
+    if (d)
+        closedir(d);
+    s_registry_free(&reg);
+    return NULL;
+}
+
+/* Copy the agency for key into out (65 bytes); false when not registered. */
+static bool s_lookup(auth_t *self, const uint8_t *key, char *out)
+{
+    s_entry_t probe;
+    memcpy(probe.key, key, 32);
+    bool found = false;
+    pthread_mutex_lock(&self->lock);
+    s_registry_t *reg = self->registry;
+    s_entry_t *e = reg->n ? bsearch(&probe, reg->entries, reg->n, sizeof probe, s_entry_cmp) : NULL;
+    if (e) {
+        memcpy(out, e->agency, 65);
+        found = true;
+    }
+    pthread_mutex_unlock(&self->lock);
+    return found;
+}
+
+static int s_send(void *sock, const void *data, size_t len, bool more)
+{
+    return zmq_send(sock, data, len, more ? ZMQ_SNDMORE : 0) < 0 ? -1 : 0;
+}
+
+static void s_reply(void *sock, const char *req_id, size_t req_id_len, const char *status, const char *text,
+                    const char *user)
+{
+    if (s_send(sock, "1.0", 3, true) || s_send(sock, req_id, req_id_len, true) ||
+        s_send(sock, status, strlen(status), true) || s_send(sock, text, strlen(text), true) ||
+        s_send(sock, user, strlen(user), true) || s_send(sock, "", 0, false))
+        log_error("auth", "event=zap_reply_failed error=\"%s\"", zmq_strerror(zmq_errno()));
+}
+
+/* Receive one whole request into frames; false on context termination. */
+#define ZAP_FRAMES 8
+static bool s_handle_one(auth_t *self)
+{
+    char frames[ZAP_FRAMES][256];
+    size_t lens[ZAP_FRAMES];
+    int n = 0;
+    int more = 1;
+    while (more) {
+        char buf[256];
+        int r = zmq_recv(self->zap, buf, sizeof buf, 0);
+        if (r < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            return false;
+        }
+        if (n < ZAP_FRAMES) {
+            lens[n] = (size_t)r > sizeof buf ? sizeof buf : (size_t)r;
+            memcpy(frames[n], buf, lens[n]);
+            n++;
+        }
+        size_t sz = sizeof more;
+        if (zmq_getsockopt(self->zap, ZMQ_RCVMORE, &more, &sz) != 0)
+            return false;
+    }
+    if (n < 2) {
+        s_reply(self->zap, "", 0, "500", "malformed ZAP request", "");
+        return true;
+    }
+    if (n < 7 || lens[0] != 3 || memcmp(frames[0], "1.0", 3) != 0 || lens[5] != 5 ||
+        memcmp(frames[5], "CURVE", 5) != 0 || lens[6] != 32) {
+        atomic_fetch_add(&self->refused, 1);
+        log_limited(LOG_WARN, "auth", "auth.mechanism", "event=handshake_refused reason=\"not CURVE\"");
+        s_reply(self->zap, frames[1], lens[1], "400", "CURVE required", "");
+        return true;
+    }
+    char agency[65];
+    char addr[64];
+    size_t alen = lens[3] < sizeof addr - 1 ? lens[3] : sizeof addr - 1;
+    memcpy(addr, frames[3], alen);
+    addr[alen] = '\0';
+    if (s_lookup(self, (const uint8_t *)frames[6], agency)) {
+        log_limited(LOG_DEBUG, "auth", "auth.ok", "event=handshake_ok agency=%s address=%s", agency, addr);
+        s_reply(self->zap, frames[1], lens[1], "200", "OK", agency);
+    } else {
+        char z85[41];
+        zmq_z85_encode(z85, (const uint8_t *)frames[6], 32);
+        atomic_fetch_add(&self->refused, 1);
+        log_limited(LOG_WARN, "auth", "auth.unknown", "event=handshake_refused reason=unregistered_key key=%s address=%s",
+                    z85, addr);
+        s_reply(self->zap, frames[1], lens[1], "400", "unregistered key", "");
+    }
+    return true;
+}
+
+static void *s_thread(void *arg)
+{
+    auth_t *self = arg;
+    while (s_handle_one(self))
+        ;
+    zmq_close(self->zap);
+    self->zap = NULL;
+    return NULL;
+}
+
+auth_t *auth_new(void *zmq_ctx, const char *registry_dir)
+{
+    auth_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    pthread_mutex_init(&self->lock, NULL);
+    self->ctx = zmq_ctx;
+    self->dir = strdup(registry_dir);
+    self->registry = s_registry_load(registry_dir);
+    if (!self->dir || !self->registry)
+        goto fail;
+    if (self->registry->agencies == 0)
+        log_warn("auth", "event=registry_empty dir=%s", registry_dir);
+    self->zap = zmq_socket(zmq_ctx, ZMQ_REP);
+    int linger = 0;
+    if (!self->zap || zmq_setsockopt(self->zap, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_bind(self->zap, ZAP_ENDPOINT) != 0) {
+        log_error("auth", "event=zap_bind_failed error=\"%s\"", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (pthread_create(&self->thread, NULL, s_thread, self) != 0) {
+        log_error("auth", "event=zap_thread_failed");
+        goto fail;
+    }
+    self->thread_started = true;
+    log_info("auth", "event=registry_loaded agencies=%d keys=%zu", self->registry->agencies, self->registry->n);
+    return self;
+fail:
+    auth_destroy(&self);
+    return NULL;
+}
+
+void auth_destroy(auth_t **self_p)
+{
+    auth_t *self = self_p ? *self_p : NULL;
+    if (!self)
+        return;
+    if (self->thread_started)
+        pthread_join(self->thread, NULL);
+    else if (self->zap)
+        zmq_close(self->zap);
+    s_registry_free(&self->registry);
+    pthread_mutex_destroy(&self->lock);
+    free(self->dir);
+    free(self);
+    *self_p = NULL;
+}
+
+int auth_reload(auth_t *self)
+{
+    s_registry_t *reg = s_registry_load(self->dir);
+    if (!reg) {
+        log_error("auth", "event=registry_reload_failed action=kept_previous");
+        return AUTH_REGISTRY;
+    }
+    pthread_mutex_lock(&self->lock);
+    s_registry_t *old = self->registry;
+    self->registry = reg;
+    pthread_mutex_unlock(&self->lock);
+    s_registry_free(&old);
+    log_info("auth", "event=registry_reloaded agencies=%d keys=%zu", reg->agencies, reg->n);
+    return AUTH_OK;
+}
+
+int auth_agencies(auth_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    int n = self->registry->agencies;
+    pthread_mutex_unlock(&self->lock);
+    return n;
+}
+
+uint64_t auth_refused(auth_t *self)
+{
+    return atomic_load(&self->refused);
+}

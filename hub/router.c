@@ -1,0 +1,710 @@
+/* router - the hub's socket loop and message dispatch.
+ *
+ * A publish passes: frame size (ZMQ_MAXMSGSIZE, then max_message_size) ->
+ * decode under the codec's allocation cap -> per event: size, decode,
+ * field rules, source == authenticated agency -> the batch. The decoded
+ * request stays alive until its batch is committed, because the journal
+ * entries point into it; the answer for every event of a request goes back
+ * in one PublishReply, in event order.
+ */
+#include "router.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <zmq.h>
+
+#include "auth.h"
+#include "batch.h"
+#include "journal.h"
+#include "keyfile.h"
+#include "log.h"
+#include "subs.h"
+#include "wire.h"
+
+/* Draft option of libzmq 4.3: refuse CURVE handshakes when no ZAP handler
+ * answers, instead of letting every key in. Debian's libzmq accepts it. */
+#ifndef ZMQ_ZAP_ENFORCE_DOMAIN
+#define ZMQ_ZAP_ENFORCE_DOMAIN 93
+#endif
+
+#define ZAP_DOMAIN "civibus"
+#define READ_BURST 4096       /* messages read before the batch is committed */
+#define REPLAY_MAX_BYTES (4 * 1024 * 1024)
+#define IDLE_POLL_MS 250
+#define BUSY_POLL_MS 5
+#define EXPIRE_EVERY_MS 1000
+#define CODE_COUNT 10
+
+typedef Civibus__V1__ErrorCode s_code_t;
+#define C(x) CIVIBUS__V1__ERROR_CODE__##x
+
+/* One received Publish waiting for its commit. */
+typedef struct {
+    wire_peer_t peer;
+    uint64_t request_id;
+    codec_client_msg_t *msg;       /* owns the event bytes the entries point to */
+    codec_event_t **events;        /* decoded, for the strings the entries use */
+    Civibus__V1__PublishResult *results;
+    Civibus__V1__PublishResult **result_ptrs;
+    size_t n;
+} s_request_t;
+
+typedef struct {
+    uint64_t accepted;
+    uint64_t duplicates;
+    uint64_t refused[CODE_COUNT];
+    uint64_t commits;
+    uint64_t replies_lost;
+} s_stats_t;
+
+struct router {
+    const config_t *cfg;
+    void *ctx;
+    void *sock;
+    auth_t *auth;
+    journal_t *journal;
+    subs_t *subs;
+    char endpoint[256];
+    char instance[33];
+    int64_t started_at;
+
+    s_request_t *reqs;
+    size_t n_reqs, cap_reqs;
+    journal_entry_t *entries;
+    uint32_t *entry_req; /* entries[i] belongs to reqs[entry_req[i]] ... */
+    uint32_t *entry_idx; /* ... as its event number entry_idx[i] */
+    size_t n_entries, cap_entries;
+
+    batch_t replay;
+    s_stats_t stats;
+    int64_t last_flush_ms;
+    int64_t last_expire_ms;
+};
+
+static void s_refuse_count(router_t *self, s_code_t code)
+{
+    if ((int)code >= 0 && (int)code < CODE_COUNT)
+        self->stats.refused[code]++;
+}
+
+/* ---- publish --------------------------------------------------------- */
+
+static int s_grow_entries(router_t *self, size_t need)
+{
+    if (self->n_entries + need <= self->cap_entries)
+        return 0;
+    size_t cap = self->cap_entries ? self->cap_entries : 1024;
+    while (cap < self->n_entries + need)
+        cap *= 2;
+    journal_entry_t *e = realloc(self->entries, cap * sizeof *e);
+    if (!e)
+        return -1;
+    self->entries = e;
+    uint32_t *r = realloc(self->entry_req, cap * sizeof *r);
+    if (!r)
+        return -1;
+    self->entry_req = r;
+    uint32_t *x = realloc(self->entry_idx, cap * sizeof *x);
+    if (!x)
+        return -1;
+    self->entry_idx = x;
+    self->cap_entries = cap;
+    return 0;
+}
+
+static void s_request_free(s_request_t *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        codec_event_free(&r->events[i]);
+    free(r->events);
+    free(r->results);
+    free(r->result_ptrs);
+    codec_client_free(&r->msg);
+}
+
+static void s_result_refuse(router_t *self, s_request_t *r, size_t i, s_code_t code, const char *reason,
+                            const char *agency)
+{
+    Civibus__V1__PublishResult *res = &r->results[i];
+    res->code = code;
+    res->reason = strdup(reason);
+    s_refuse_count(self, code);
+    log_limited(LOG_WARN, "router", "router.refused", "event=publish_refused agency=%s code=%s reason=\"%s\"",
+                agency, codec_error_name(code), reason);
+}
+
+/* Validate every event of a Publish and queue the good ones for the batch.
+ * Takes ownership of *msg_p. */
+static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *agency, codec_client_msg_t **msg_p)
+{
+    codec_client_msg_t *msg = *msg_p;
+    *msg_p = NULL;
+    Civibus__V1__Publish *pub = msg->publish;
+    uint64_t request_id = pub->request_id;
+    if (self->n_reqs == self->cap_reqs) {
+        size_t cap = self->cap_reqs ? self->cap_reqs * 2 : 64;
+        s_request_t *grown = realloc(self->reqs, cap * sizeof *grown);
+        if (!grown)
+            goto nomem;
+        self->reqs = grown;
+        self->cap_reqs = cap;
+    }
+    size_t n = pub->n_events;
+    s_request_t *r = &self->reqs[self->n_reqs];
+    memset(r, 0, sizeof *r);
+    r->peer = *peer;
+    r->request_id = pub->request_id;
+    r->msg = msg;
+    r->events = calloc(n ? n : 1, sizeof *r->events);
+    r->results = calloc(n ? n : 1, sizeof *r->results);
+    r->result_ptrs = calloc(n ? n : 1, sizeof *r->result_ptrs);
+    if (!r->events || !r->results || !r->result_ptrs || s_grow_entries(self, n) != 0) {
+        r->n = 0;
+        s_request_free(r);
+        msg = NULL;
+        goto nomem;
+    }
+    r->n = n;
+    self->n_reqs++;
+    for (size_t i = 0; i < n; i++) {
+        Civibus__V1__PublishResult *res = &r->results[i];
+        civibus__v1__publish_result__init(res);
+        res->index = (uint32_t)i;
+        r->result_ptrs[i] = res;
+        const ProtobufCBinaryData *raw = &pub->events[i];
+        char reason[256];
+        int rc = codec_event_decode(raw->data, raw->len, self->cfg->max_event_size, &r->events[i]);
+        if (rc == CODEC_TOO_LARGE) {
+            snprintf(reason, sizeof reason, "event of %zu bytes exceeds max_event_size %" PRIu64, raw->len,
+                     self->cfg->max_event_size);
+            s_result_refuse(self, r, i, C(TOO_LARGE), reason, agency);
+            continue;
+        }
+        if (rc != CODEC_OK) {
+            s_result_refuse(self, r, i, C(MALFORMED), "event is not a valid ServiceEvent encoding", agency);
+            continue;
+        }
+        codec_event_t *ev = r->events[i];
+        res->event_id = ev->event_id; /* points into ev, freed after the reply */
+        if (!codec_event_valid(ev, reason, sizeof reason)) {
+            s_result_refuse(self, r, i, C(MALFORMED), reason, agency);
+            continue;
+        }
+        if (strcmp(ev->source, agency) != 0) {
+            snprintf(reason, sizeof reason, "source must be the authenticated agency %s", agency);
+            s_result_refuse(self, r, i, C(NOT_AUTHORISED), reason, agency);
+            continue;
+        }
+        journal_entry_t *e = &self->entries[self->n_entries];
+        memset(e, 0, sizeof *e);
+        e->source = ev->source;
+        e->event_id = ev->event_id;
+        e->type = ev->type;
+        e->event = raw->data;
+        e->event_len = raw->len;
+        self->entry_req[self->n_entries] = (uint32_t)(self->n_reqs - 1);
+        self->entry_idx[self->n_entries] = (uint32_t)i;
+        self->n_entries++;
+    }
+    return;
+nomem:
+    codec_client_free(&msg);
+    wire_send_error(self->sock, peer, request_id, NULL, C(UNAVAILABLE), "hub out of memory; retry later");
+    s_refuse_count(self, C(UNAVAILABLE));
+}
+
+/* Commit the batch and answer every pending request. */
+static void s_commit(router_t *self)
+{
+    if (self->n_reqs == 0)
+        return;
+    const journal_cursor_t *cursors = NULL;
+    size_t n_cursors = 0;
+    int rc = JOURNAL_OK;
+    if (self->n_entries) {
+        n_cursors = subs_take_dirty(self->subs, &cursors);
+        rc = journal_append_batch(self->journal, self->entries, self->n_entries, cursors, n_cursors);
+        self->stats.commits++;
+        if (rc == JOURNAL_OK) {
+            subs_saved(self->subs);
+            self->last_flush_ms = codec_mono_ms();
+        }
+    }
+    for (size_t i = 0; i < self->n_entries; i++) {
+        s_request_t *r = &self->reqs[self->entry_req[i]];
+        Civibus__V1__PublishResult *res = &r->results[self->entry_idx[i]];
+        const journal_entry_t *e = &self->entries[i];
+        if (rc == JOURNAL_OK) {
+            res->seq = e->seq;
+            res->duplicate = e->duplicate;
+            if (e->duplicate)
+                self->stats.duplicates++;
+            else
+                self->stats.accepted++;
+        } else if (rc == JOURNAL_FULL) {
+            res->code = C(STORAGE_FULL);
+            res->reason = strdup("the log reached its storage ceiling (map_size_max); retry later");
+            s_refuse_count(self, res->code);
+        } else {
+            res->code = C(INTERNAL);
+            res->reason = strdup("the hub could not write its log; retry later");
+            s_refuse_count(self, res->code);
+        }
+    }
+    if (rc != JOURNAL_OK)
+        log_limited(LOG_ERROR, "router", "router.commit", "event=commit_failed events=%zu error=\"%s\"",
+                    self->n_entries, journal_strerror(rc));
+    for (size_t i = 0; i < self->n_reqs; i++) {
+        s_request_t *r = &self->reqs[i];
+        Civibus__V1__PublishReply reply = CIVIBUS__V1__PUBLISH_REPLY__INIT;
+        reply.request_id = r->request_id;
+        reply.n_results = r->n;
+        reply.results = r->result_ptrs;
+        Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
+        msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_PUBLISH_REPLY;
+        msg.publish_reply = &reply;
+        int wrc = wire_send(self->sock, &r->peer, &msg);
+        if (wrc != WIRE_OK) {
+            /* The events are durable; the publisher's retry gets them
+             * answered as duplicates with the same sequence numbers. */
+            self->stats.replies_lost++;
+            log_limited(LOG_WARN, "router", "router.reply", "event=publish_reply_lost reason=%s",
+                        wrc == WIRE_BUSY ? "peer_queue_full" : "peer_gone");
+        }
+        for (size_t j = 0; j < r->n; j++) {
+            if (r->results[j].code != C(OK))
+                free(r->results[j].reason);
+        }
+        s_request_free(r);
+    }
+    self->n_reqs = 0;
+    self->n_entries = 0;
+}
+
+/* ---- other requests ------------------------------------------------------ */
+
+static void s_on_subscribe(router_t *self, const wire_peer_t *peer, const char *agency,
+                           const Civibus__V1__Subscribe *req)
+{
+    char reason[256] = "";
+    uint64_t next = 0;
+    s_code_t code = subs_open(self->subs, agency, peer, req, &next, reason, sizeof reason);
+    if (code != C(OK)) {
+        s_refuse_count(self, code);
+        log_limited(LOG_WARN, "router", "router.subscribe", "event=subscribe_refused agency=%s code=%s reason=\"%s\"",
+                    agency, codec_error_name(code), reason);
+        wire_send_error(self->sock, peer, 0, req->name, code, reason);
+        return;
+    }
+    Civibus__V1__SubscribeReply rep = CIVIBUS__V1__SUBSCRIBE_REPLY__INIT;
+    rep.subscription = req->name;
+    rep.next_seq = next;
+    rep.last_seq = journal_last_seq(self->journal);
+    rep.hub_instance = self->instance;
+    Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
+    msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_SUBSCRIBE_REPLY;
+    msg.subscribe_reply = &rep;
+    wire_send(self->sock, peer, &msg);
+}
+
+static void s_session_answer(router_t *self, const wire_peer_t *peer, const char *name, s_code_t code)
+{
+    if (code == C(OK))
+        return;
+    s_refuse_count(self, code);
+    wire_send_error(self->sock, peer, 0, name, code, "no such subscription on this connection; subscribe again");
+}
+
+static void s_on_replay(router_t *self, const wire_peer_t *peer, const Civibus__V1__Replay *req)
+{
+    uint64_t first = journal_first_seq(self->journal), last = journal_last_seq(self->journal);
+    if (first == 0)
+        first = last + 1;
+    uint64_t from = first;
+    const Civibus__V1__StartPoint *sp = req->from;
+    Civibus__V1__StartPoint__Kind kind = sp ? sp->kind : CIVIBUS__V1__START_POINT__KIND__FIRST;
+    if (kind == CIVIBUS__V1__START_POINT__KIND__SEQ) {
+        from = sp->seq < first ? first : sp->seq;
+    } else if (kind == CIVIBUS__V1__START_POINT__KIND__TIME) {
+        if (journal_seq_at_time(self->journal, sp->time, &from) != JOURNAL_OK) {
+            wire_send_error(self->sock, peer, req->request_id, NULL, C(INTERNAL), "cannot search the log by time");
+            return;
+        }
+    } else if (kind != CIVIBUS__V1__START_POINT__KIND__FIRST && kind != CIVIBUS__V1__START_POINT__KIND__CURSOR) {
+        s_refuse_count(self, C(BAD_REQUEST));
+        wire_send_error(self->sock, peer, req->request_id, NULL, C(BAD_REQUEST),
+                        "replay starts at first, a sequence number or a time");
+        return;
+    }
+    size_t count = req->count && req->count < self->cfg->replay_max ? req->count : self->cfg->replay_max;
+    batch_t *b = &self->replay;
+    int rc = batch_fill(b, self->journal, from, count, REPLAY_MAX_BYTES, count, NULL, NULL);
+    if (rc != JOURNAL_OK) {
+        wire_send_error(self->sock, peer, req->request_id, NULL, C(INTERNAL), "cannot read the log");
+        return;
+    }
+    Civibus__V1__ReplayReply rep = CIVIBUS__V1__REPLAY_REPLY__INIT;
+    rep.request_id = req->request_id;
+    rep.n_events = b->n;
+    rep.events = b->ptrs;
+    rep.next_seq = b->n ? b->ptrs[b->n - 1]->seq + 1 : (from > last ? from : last + 1);
+    rep.last_seq = last;
+    Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
+    msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_REPLAY_REPLY;
+    msg.replay_reply = &rep;
+    if (wire_send(self->sock, peer, &msg) != WIRE_OK)
+        self->stats.replies_lost++;
+    batch_release(b);
+}
+
+static void s_on_ping(router_t *self, const wire_peer_t *peer, const Civibus__V1__Ping *req)
+{
+    Civibus__V1__Pong pong = CIVIBUS__V1__PONG__INIT;
+    pong.request_id = req->request_id;
+    pong.hub_instance = self->instance;
+    pong.last_seq = journal_last_seq(self->journal);
+    Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
+    msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_PONG;
+    msg.pong = &pong;
+    wire_send(self->sock, peer, &msg);
+}
+
+static void s_on_status(router_t *self, const wire_peer_t *peer, const Civibus__V1__StatusRequest *req)
+{
+    Civibus__V1__StatusReply st = CIVIBUS__V1__STATUS_REPLY__INIT;
+    st.request_id = req->request_id;
+    st.version = CIVIBUS_VERSION;
+    st.hub_instance = self->instance;
+    st.first_seq = journal_first_seq(self->journal);
+    st.last_seq = journal_last_seq(self->journal);
+    st.started_at = self->started_at;
+    if (subs_status(self->subs, &st) != 0) {
+        subs_status_free(&st);
+        wire_send_error(self->sock, peer, req->request_id, NULL, C(INTERNAL), "cannot list subscriptions");
+        return;
+    }
+    Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
+    msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_STATUS_REPLY;
+    msg.status_reply = &st;
+    wire_send(self->sock, peer, &msg);
+    subs_status_free(&st);
+}
+
+static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agency, const uint8_t *data,
+                       size_t len)
+{
+    codec_client_msg_t *msg = NULL;
+    int rc = codec_client_decode(data, len, self->cfg->max_message_size, &msg);
+    if (rc != CODEC_OK) {
+        s_code_t code = rc == CODEC_TOO_LARGE ? C(TOO_LARGE) : C(MALFORMED);
+        s_refuse_count(self, code);
+        log_limited(LOG_WARN, "router", "router.malformed", "event=message_refused agency=%s code=%s bytes=%zu",
+                    agency, codec_error_name(code), len);
+        wire_send_error(self->sock, peer, 0, NULL, code,
+                        code == C(TOO_LARGE) ? "message exceeds max_message_size"
+                                             : "message is not a valid ClientMessage encoding");
+        return;
+    }
+    if (msg->version != CODEC_PROTOCOL_VERSION) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "protocol version %u is not supported; this hub speaks %d", msg->version,
+                 CODEC_PROTOCOL_VERSION);
+        s_refuse_count(self, C(UNSUPPORTED_VERSION));
+        wire_send_error(self->sock, peer, 0, NULL, C(UNSUPPORTED_VERSION), reason);
+        codec_client_free(&msg);
+        return;
+    }
+    switch (msg->body_case) {
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_PUBLISH:
+        s_on_publish(self, peer, agency, &msg);
+        break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_SUBSCRIBE:
+        s_on_subscribe(self, peer, agency, msg->subscribe);
+        break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_ACK:
+        s_session_answer(self, peer, msg->ack->subscription,
+                         subs_ack(self->subs, agency, peer, msg->ack->subscription, msg->ack->seq));
+        break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CREDIT:
+        s_session_answer(self, peer, msg->credit->subscription,
+                         subs_credit(self->subs, agency, peer, msg->credit->subscription, msg->credit->credit));
+        break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_UNSUBSCRIBE:
+        s_session_answer(self, peer, msg->unsubscribe->subscription,
+                         subs_close(self->subs, agency, peer, msg->unsubscribe->subscription));
+        break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_REPLAY:
+        s_on_replay(self, peer, msg->replay);
+        break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_PING:
+        s_on_ping(self, peer, msg->ping);
+        break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_STATUS:
+        s_on_status(self, peer, msg->status);
+        break;
+    default:
+        s_refuse_count(self, C(BAD_REQUEST));
+        wire_send_error(self->sock, peer, 0, NULL, C(BAD_REQUEST), "empty or unknown request");
+        break;
+    }
+    codec_client_free(&msg);
+}
+
+/* Read one message. Returns 1 when one was handled, 0 when none was waiting,
+ * -1 on a socket error. */
+static int s_read_one(router_t *self)
+{
+    zmq_msg_t part;
+    wire_peer_t peer = {.len = 0};
+    zmq_msg_init(&part);
+    if (zmq_msg_recv(&part, self->sock, ZMQ_DONTWAIT) < 0) {
+        int e = zmq_errno();
+        zmq_msg_close(&part);
+        return (e == EAGAIN || e == EINTR) ? 0 : -1;
+    }
+    size_t idlen = zmq_msg_size(&part);
+    peer.len = (uint8_t)(idlen > sizeof peer.id ? sizeof peer.id : idlen);
+    memcpy(peer.id, zmq_msg_data(&part), peer.len);
+    int more = zmq_msg_more(&part);
+    zmq_msg_close(&part);
+    if (!more)
+        return 1; /* a ROUTER always prefixes the routing id; nothing else came */
+    zmq_msg_init(&part);
+    if (zmq_msg_recv(&part, self->sock, 0) < 0) {
+        zmq_msg_close(&part);
+        return -1;
+    }
+    bool extra = zmq_msg_more(&part);
+    const char *agency = zmq_msg_gets(&part, "User-Id");
+    char who[CODEC_AGENCY_MAX + 1];
+    snprintf(who, sizeof who, "%s", agency ? agency : "");
+    if (extra) {
+        /* The protocol is one frame per message; drop the rest whole. */
+        zmq_msg_t rest;
+        do {
+            zmq_msg_init(&rest);
+            if (zmq_msg_recv(&rest, self->sock, 0) < 0) {
+                zmq_msg_close(&rest);
+                break;
+            }
+            more = zmq_msg_more(&rest);
+            zmq_msg_close(&rest);
+        } while (more);
+        s_refuse_count(self, C(MALFORMED));
+        wire_send_error(self->sock, &peer, 0, NULL, C(MALFORMED), "a message must be exactly one frame");
+    } else if (!agency || !codec_agency_valid(who)) {
+        /* Cannot happen with ZAP enforced; refuse rather than guess. */
+        s_refuse_count(self, C(NOT_AUTHORISED));
+        log_limited(LOG_ERROR, "router", "router.noid", "event=message_without_identity");
+        wire_send_error(self->sock, &peer, 0, NULL, C(NOT_AUTHORISED), "connection has no authenticated agency");
+    } else {
+        s_dispatch(self, &peer, who, zmq_msg_data(&part), zmq_msg_size(&part));
+    }
+    zmq_msg_close(&part);
+    return 1;
+}
+
+/* ---- set-up and loop ----------------------------------------------------- */
+
+static int s_setopt_int(void *sock, int opt, int value)
+{
+    return zmq_setsockopt(sock, opt, &value, sizeof value);
+}
+
+static int s_socket_open(router_t *self)
+{
+    const config_t *cfg = self->cfg;
+    char err[512];
+    keyfile_t key;
+    if (keyfile_read(cfg->key, &key, err, sizeof err) != KEYFILE_OK) {
+        log_error("router", "event=hub_key_invalid error=\"%s\"", err);
+        return -1;
+    }
+    if (!key.curve_secret[0]) {
+        log_error("router", "event=hub_key_invalid error=\"%s has no curve-secret\"", cfg->key);
+        return -1;
+    }
+    self->sock = zmq_socket(self->ctx, ZMQ_ROUTER);
+    int64_t maxmsg = (int64_t)cfg->max_message_size;
+    int hb = (int)cfg->heartbeat_ms;
+    int rc = self->sock ? 0 : -1;
+    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_CURVE_SERVER, 1);
+    rc = rc ? rc : zmq_setsockopt(self->sock, ZMQ_CURVE_SECRETKEY, key.curve_secret, KEYFILE_Z85_LEN);
+    rc = rc ? rc : zmq_setsockopt(self->sock, ZMQ_ZAP_DOMAIN, ZAP_DOMAIN, strlen(ZAP_DOMAIN));
+    memset(&key, 0, sizeof key);
+    if (rc == 0 && s_setopt_int(self->sock, ZMQ_ZAP_ENFORCE_DOMAIN, 1) != 0) {
+        log_error("router", "event=zap_enforce_unsupported error=\"%s\" action=refusing_to_start",
+                  zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_ROUTER_MANDATORY, 1);
+    rc = rc ? rc : zmq_setsockopt(self->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_HANDSHAKE_IVL, (int)cfg->handshake_timeout_ms);
+    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_HEARTBEAT_IVL, hb);
+    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_HEARTBEAT_TIMEOUT, hb * 3);
+    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_HEARTBEAT_TTL, hb * 3);
+    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_SNDHWM, 100000);
+    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_RCVHWM, 100000);
+    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_LINGER, 2000);
+    if (rc != 0) {
+        log_error("router", "event=socket_setup_failed error=\"%s\"", zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    if (zmq_bind(self->sock, cfg->listen) != 0) {
+        log_error("router", "event=bind_failed endpoint=%s error=\"%s\"", cfg->listen, zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    size_t len = sizeof self->endpoint;
+    if (zmq_getsockopt(self->sock, ZMQ_LAST_ENDPOINT, self->endpoint, &len) != 0)
+        snprintf(self->endpoint, sizeof self->endpoint, "%s", cfg->listen);
+    return 0;
+}
+
+router_t *router_new(const config_t *cfg)
+{
+    router_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->cfg = cfg;
+    self->started_at = codec_now_us();
+    uint8_t rnd[16];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        log_error("router", "event=getrandom_failed error=\"%s\"", strerror(errno));
+        goto fail;
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(self->instance + 2 * i, 3, "%02x", rnd[i]);
+    journal_opts_t jo = {.dir = cfg->data,
+                         .map_init = cfg->map_size_initial,
+                         .map_max = cfg->map_size_max,
+                         .no_sync = !cfg->sync,
+                         .read_only = false};
+    self->journal = journal_new(&jo);
+    if (!self->journal)
+        goto fail;
+    self->ctx = zmq_ctx_new();
+    if (!self->ctx)
+        goto fail;
+    self->auth = auth_new(self->ctx, cfg->registry);
+    if (!self->auth)
+        goto fail;
+    if (s_socket_open(self) != 0)
+        goto fail;
+    subs_opts_t so = {.max_sessions = cfg->subscriptions_max,
+                      .credit_max = (uint32_t)cfg->credit_max,
+                      .session_timeout_ms = (int64_t)cfg->session_timeout_ms};
+    self->subs = subs_new(self->journal, self->sock, &so);
+    if (!self->subs)
+        goto fail;
+    if (!cfg->sync)
+        log_warn("router", "event=durability_off reason=\"sync = false: acknowledged events can be lost on a crash\"");
+    log_info("router", "event=listening endpoint=%s instance=%s last_seq=%" PRIu64, self->endpoint, self->instance,
+             journal_last_seq(self->journal));
+    return self;
+fail:
+    router_destroy(&self);
+    return NULL;
+}
+
+void router_destroy(router_t **self_p)
+{
+    router_t *self = self_p ? *self_p : NULL;
+    if (!self)
+        return;
+    subs_destroy(&self->subs);
+    if (self->sock)
+        zmq_close(self->sock);
+    if (self->ctx)
+        zmq_ctx_shutdown(self->ctx);
+    auth_destroy(&self->auth);
+    if (self->ctx)
+        zmq_ctx_term(self->ctx);
+    journal_destroy(&self->journal);
+    free(self->reqs);
+    free(self->entries);
+    free(self->entry_req);
+    free(self->entry_idx);
+    free(self);
+    *self_p = NULL;
+}
+
+const char *router_endpoint(const router_t *self)
+{
+    return self->endpoint;
+}
+
+/* Read what is waiting (up to a burst or a full batch), commit, deliver. */
+static int s_turn(router_t *self)
+{
+    for (int i = 0; i < READ_BURST && self->n_entries < self->cfg->batch_max; i++) {
+        int rc = s_read_one(self);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            break;
+    }
+    s_commit(self);
+    subs_pump(self->subs);
+    int64_t now = codec_mono_ms();
+    if (now - self->last_flush_ms >= (int64_t)self->cfg->cursor_flush_ms) {
+        const journal_cursor_t *cursors;
+        size_t n = subs_take_dirty(self->subs, &cursors);
+        if (n && journal_save_cursors(self->journal, cursors, n) == JOURNAL_OK)
+            subs_saved(self->subs);
+        self->last_flush_ms = now;
+    }
+    if (now - self->last_expire_ms >= EXPIRE_EVERY_MS) {
+        subs_expire(self->subs, now);
+        self->last_expire_ms = now;
+    }
+    return 0;
+}
+
+static void s_log_stats(router_t *self)
+{
+    const s_stats_t *s = &self->stats;
+    log_info("router",
+             "event=stats accepted=%" PRIu64 " duplicates=%" PRIu64 " commits=%" PRIu64 " not_authorised=%" PRIu64
+             " malformed=%" PRIu64 " too_large=%" PRIu64 " storage_full=%" PRIu64 " internal=%" PRIu64
+             " replies_lost=%" PRIu64 " handshakes_refused=%" PRIu64 " last_seq=%" PRIu64,
+             s->accepted, s->duplicates, s->commits, s->refused[C(NOT_AUTHORISED)], s->refused[C(MALFORMED)],
+             s->refused[C(TOO_LARGE)], s->refused[C(STORAGE_FULL)], s->refused[C(INTERNAL)], s->replies_lost,
+             auth_refused(self->auth), journal_last_seq(self->journal));
+}
+
+int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
+{
+    while (!*stop) {
+        if (*reload) {
+            *reload = 0;
+            auth_reload(self->auth);
+        }
+        int pending = subs_pending(self->subs);
+        long timeout = pending == SUBS_MORE ? 0 : pending == SUBS_BUSY ? BUSY_POLL_MS : IDLE_POLL_MS;
+        zmq_pollitem_t item = {.socket = self->sock, .events = ZMQ_POLLIN};
+        int rc = zmq_poll(&item, 1, timeout);
+        if (rc < 0 && zmq_errno() != EINTR) {
+            log_error("router", "event=poll_failed error=\"%s\"", zmq_strerror(zmq_errno()));
+            return -1;
+        }
+        if (s_turn(self) != 0) {
+            log_error("router", "event=recv_failed error=\"%s\"", zmq_strerror(zmq_errno()));
+            return -1;
+        }
+    }
+    /* Stop accepting new connections; what is already queued from connected
+     * adapters is committed and acknowledged. */
+    zmq_unbind(self->sock, self->endpoint);
+    s_turn(self);
+    const journal_cursor_t *cursors;
+    size_t n = subs_take_dirty(self->subs, &cursors);
+    if (n && journal_save_cursors(self->journal, cursors, n) == JOURNAL_OK)
+        subs_saved(self->subs);
+    s_log_stats(self);
+    log_info("router", "event=stopped last_seq=%" PRIu64, journal_last_seq(self->journal));
+    return 0;
+}

@@ -1,0 +1,35 @@
+/* router - the hub's socket loop and message dispatch.
+ *
+ * Owns the ZeroMQ context, the CURVE ROUTER socket adapters connect to, and
+ * the hub's parts (auth, journal, subs). One thread runs the loop:
+ *   read a burst of messages -> validate publishes into a batch -> one
+ *   journal commit (group commit: whatever arrived during the previous fsync
+ *   forms the next batch) -> acks -> deliver to subscriptions.
+ * Nothing is acknowledged before its commit returned. Every refusal gets a
+ * coded answer to the sender and a (rate-limited) log line, and is counted.
+ */
+#ifndef CIVIBUS_ROUTER_H
+#define CIVIBUS_ROUTER_H
+
+#include <signal.h>
+
+#include "config.h"
+
+typedef struct router router_t;
+
+/* Open the journal, load the registry, start ZAP, bind the socket. NULL on
+ * error (logged). cfg is borrowed and must outlive the router. */
+router_t *router_new(const config_t *cfg);
+/* Close everything in order: socket, subscriptions (cursors saved), ZAP
+ * handler, context, journal. NULL-safe; nulls *self_p. */
+void router_destroy(router_t **self_p);
+
+/* The endpoint actually bound (with the port chosen for "*"). */
+const char *router_endpoint(const router_t *self);
+
+/* Serve until *stop becomes non-zero; then stop accepting, commit and ack
+ * what was already received, save cursors and return 0. When *reload is
+ * non-zero the registry is re-read and *reload cleared. */
+int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
+
+#endif

@@ -1,0 +1,586 @@
+/* subs - durable subscriptions: sessions, credit, cursors and delivery.
+ *
+ * Sessions live in a hash table keyed by agency and name (acks and credits
+ * look them up at message rate) and in an array (the pump visits them all).
+ * Invariant per session: acked <= delivered < next_seq; credit counts events
+ * the peer still accepts; events (acked, delivered] are in flight.
+ */
+#include "subs.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+#include "log.h"
+
+#define DELIVER_MAX_EVENTS 1024
+#define DELIVER_MAX_BYTES (1024 * 1024)
+#define SCAN_MAX 16384 /* entries one pump reads for one session */
+#define FILTERS_MAX 32
+#define BUCKETS 1024
+
+typedef struct s_session {
+    char agency[CODEC_AGENCY_MAX + 1];
+    char name[CODEC_NAME_MAX + 1];
+    char **filters;
+    size_t n_filters;
+    char *filters_joined; /* '\n'-joined, as saved */
+    wire_peer_t peer;
+    uint64_t next_seq;
+    uint64_t delivered;
+    uint64_t acked;
+    uint32_t credit;
+    bool dirty;
+    bool busy;
+    int64_t last_seen_ms;
+    struct s_session *hnext;
+} s_session_t;
+
+struct subs {
+    journal_t *journal;
+    void *router;
+    subs_opts_t opts;
+    s_session_t *buckets[BUCKETS];
+    s_session_t **list;
+    size_t n, cap;
+    journal_cursor_t *dirty;
+    s_session_t **dirty_of;
+    size_t n_dirty;
+    int pending;
+    batch_t batch; /* reused by every pump */
+};
+
+static size_t s_hash(const char *agency, const char *name)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = agency; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+    h = (h ^ 0) * 1099511628211ULL;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+    return (size_t)(h % BUCKETS);
+}
+
+static s_session_t *s_find(subs_t *self, const char *agency, const char *name)
+{
+    for (s_session_t *s = self->buckets[s_hash(agency, name)]; s; s = s->hnext)
+        if (strcmp(s->agency, agency) == 0 && strcmp(s->name, name) == 0)
+            return s;
+    return NULL;
+}
+
+static bool s_same_peer(const wire_peer_t *a, const wire_peer_t *b)
+{
+    return a->len == b->len && memcmp(a->id, b->id, a->len) == 0;
+}
+
+static void s_session_free(s_session_t *s)
+{
+    for (size_t i = 0; i < s->n_filters; i++)
+        free(s->filters[i]);
+    free(s->filters);
+    free(s->filters_joined);
+    free(s);
+}
+
+static int s_save_one(subs_t *self, s_session_t *s)
+{
+    journal_cursor_t c = {.agency = s->agency, .name = s->name, .acked = s->acked, .filters = s->filters_joined};
+    int rc = journal_save_cursors(self->journal, &c, 1);
+    if (rc == JOURNAL_OK)
+        s->dirty = false;
+    else
+        log_error("subs", "event=cursor_save_failed agency=%s subscription=%s error=\"%s\"", s->agency, s->name,
+                  journal_strerror(rc));
+    return rc;
+}
+
+/* Unlink and free a session, saving its cursor first when it is dirty. */
+static void s_remove(subs_t *self, s_session_t *s, const char *why)
+{
+    if (s->dirty)
+        s_save_one(self, s);
+    s_session_t **pp = &self->buckets[s_hash(s->agency, s->name)];
+    while (*pp != s)
+        pp = &(*pp)->hnext;
+    *pp = s->hnext;
+    for (size_t i = 0; i < self->n; i++) {
+        if (self->list[i] == s) {
+            self->list[i] = self->list[--self->n];
+            break;
+        }
+    }
+    log_info("subs", "event=session_closed agency=%s subscription=%s reason=%s cursor=%llu", s->agency, s->name,
+             why, (unsigned long long)s->acked);
+    s_session_free(s);
+}
+
+subs_t *subs_new(journal_t *journal, void *router, const subs_opts_t *opts)
+{
+    subs_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->journal = journal;
+    self->router = router;
+    self->opts = *opts;
+    return self;
+}
+
+void subs_destroy(subs_t **self_p)
+{
+    subs_t *self = self_p ? *self_p : NULL;
+    if (!self)
+        return;
+    while (self->n)
+        s_remove(self, self->list[0], "shutdown");
+    free(self->list);
+    free(self->dirty);
+    free(self->dirty_of);
+    free(self);
+    *self_p = NULL;
+}
+
+static Civibus__V1__ErrorCode s_parse_filters(s_session_t *s, const Civibus__V1__Subscribe *req, char *reason,
+                                              size_t reason_len)
+{
+    if (req->n_filters == 0 || req->n_filters > FILTERS_MAX) {
+        snprintf(reason, reason_len, "a subscription needs 1 to %d filters", FILTERS_MAX);
+        return CIVIBUS__V1__ERROR_CODE__BAD_REQUEST;
+    }
+    size_t joined = 0;
+    for (size_t i = 0; i < req->n_filters; i++) {
+        if (!codec_filter_valid(req->filters[i])) {
+            snprintf(reason, reason_len, "filter %zu is not '*', a type or 'prefix.*'", i + 1);
+            return CIVIBUS__V1__ERROR_CODE__BAD_REQUEST;
+        }
+        joined += strlen(req->filters[i]) + 1;
+    }
+    s->filters = calloc(req->n_filters, sizeof *s->filters);
+    s->filters_joined = calloc(1, joined);
+    if (!s->filters || !s->filters_joined)
+        return CIVIBUS__V1__ERROR_CODE__INTERNAL;
+    for (size_t i = 0; i < req->n_filters; i++) {
+        s->filters[i] = strdup(req->filters[i]);
+        if (!s->filters[i])
+            return CIVIBUS__V1__ERROR_CODE__INTERNAL;
+        s->n_filters++;
+        if (i)
+            strcat(s->filters_joined, "\n");
+        strcat(s->filters_joined, req->filters[i]);
+    }
+    return CIVIBUS__V1__ERROR_CODE__OK;
+}
+
+/* First sequence number a start point designates. */
+static Civibus__V1__ErrorCode s_resolve_start(subs_t *self, const Civibus__V1__StartPoint *start, bool *has_cursor,
+                                              uint64_t saved, uint64_t *next, char *reason, size_t reason_len)
+{
+    uint64_t first = journal_first_seq(self->journal), last = journal_last_seq(self->journal);
+    if (first == 0)
+        first = last + 1;
+    Civibus__V1__StartPoint__Kind kind = start ? start->kind : CIVIBUS__V1__START_POINT__KIND__CURSOR;
+    switch (kind) {
+    case CIVIBUS__V1__START_POINT__KIND__CURSOR:
+        if (*has_cursor) {
+            *next = saved + 1 < first ? first : saved + 1;
+            return CIVIBUS__V1__ERROR_CODE__OK;
+        }
+        *next = first;
+        break;
+    case CIVIBUS__V1__START_POINT__KIND__FIRST:
+        *next = first;
+        break;
+    case CIVIBUS__V1__START_POINT__KIND__LATEST:
+        *next = last + 1;
+        break;
+    case CIVIBUS__V1__START_POINT__KIND__SEQ:
+        if (start->seq == 0) {
+            snprintf(reason, reason_len, "sequence numbers start at 1");
+            return CIVIBUS__V1__ERROR_CODE__BAD_REQUEST;
+        }
+        *next = start->seq < first ? first : start->seq;
+        break;
+    case CIVIBUS__V1__START_POINT__KIND__TIME:
+        if (journal_seq_at_time(self->journal, start->time, next) != JOURNAL_OK) {
+            snprintf(reason, reason_len, "cannot search the log by time");
+            return CIVIBUS__V1__ERROR_CODE__INTERNAL;
+        }
+        break;
+    default:
+        snprintf(reason, reason_len, "unknown start kind %d", (int)kind);
+        return CIVIBUS__V1__ERROR_CODE__BAD_REQUEST;
+    }
+    *has_cursor = false; /* an explicit start resets the cursor */
+    return CIVIBUS__V1__ERROR_CODE__OK;
+}
+
+Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const wire_peer_t *peer,
+                                 const Civibus__V1__Subscribe *req, uint64_t *next_seq, char *reason,
+                                 size_t reason_len)
+{
+    if (!codec_name_valid(req->name)) {
+        snprintf(reason, reason_len, "subscription name must be 1-64 characters of [A-Za-z0-9._-]");
+        return CIVIBUS__V1__ERROR_CODE__BAD_REQUEST;
+    }
+    s_session_t *old = s_find(self, agency, req->name);
+    if (!old && self->n >= self->opts.max_sessions) {
+        snprintf(reason, reason_len, "the hub holds its maximum of %zu subscriptions", self->opts.max_sessions);
+        return CIVIBUS__V1__ERROR_CODE__UNAVAILABLE;
+    }
+    s_session_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return CIVIBUS__V1__ERROR_CODE__INTERNAL;
+    snprintf(s->agency, sizeof s->agency, "%s", agency);
+    snprintf(s->name, sizeof s->name, "%s", req->name);
+    Civibus__V1__ErrorCode code = s_parse_filters(s, req, reason, reason_len);
+    if (code != CIVIBUS__V1__ERROR_CODE__OK)
+        goto fail;
+
+    bool has_cursor = false;
+    uint64_t saved = 0;
+    if (old) {
+        has_cursor = true;
+        saved = old->acked;
+    } else {
+        int rc = journal_cursor_get(self->journal, agency, req->name, &saved, NULL);
+        if (rc == JOURNAL_OK)
+            has_cursor = true;
+        else if (rc != JOURNAL_NOTFOUND) {
+            snprintf(reason, reason_len, "cannot read the saved cursor");
+            code = CIVIBUS__V1__ERROR_CODE__INTERNAL;
+            goto fail;
+        }
+    }
+    uint64_t next = 0;
+    code = s_resolve_start(self, req->start, &has_cursor, saved, &next, reason, reason_len);
+    if (code != CIVIBUS__V1__ERROR_CODE__OK)
+        goto fail;
+    s->next_seq = next;
+    s->acked = has_cursor ? saved : next - 1;
+    s->delivered = next - 1;
+    s->peer = *peer;
+    s->credit = req->credit > self->opts.credit_max ? self->opts.credit_max : req->credit;
+    s->last_seen_ms = codec_mono_ms();
+    if (s_save_one(self, s) != JOURNAL_OK) {
+        snprintf(reason, reason_len, "cannot save the subscription's cursor");
+        code = CIVIBUS__V1__ERROR_CODE__STORAGE_FULL;
+        goto fail;
+    }
+    if (old) {
+        old->dirty = false; /* its cursor was carried over and saved above */
+        s_remove(self, old, "taken_over");
+    }
+    if (self->n == self->cap) {
+        size_t cap = self->cap ? self->cap * 2 : 16;
+        s_session_t **grown = realloc(self->list, cap * sizeof *grown);
+        if (!grown) {
+            code = CIVIBUS__V1__ERROR_CODE__INTERNAL;
+            goto fail;
+        }
+        self->list = grown;
+        self->cap = cap;
+    }
+    self->list[self->n++] = s;
+    size_t b = s_hash(agency, req->name);
+    s->hnext = self->buckets[b];
+    self->buckets[b] = s;
+    *next_seq = next;
+    log_info("subs", "event=subscribed agency=%s subscription=%s next_seq=%llu credit=%u", agency, s->name,
+             (unsigned long long)next, s->credit);
+    return CIVIBUS__V1__ERROR_CODE__OK;
+fail:
+    s_session_free(s);
+    return code;
+}
+
+static s_session_t *s_session_of(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name)
+{
+    if (!name)
+        return NULL;
+    s_session_t *s = s_find(self, agency, name);
+    if (!s || !s_same_peer(&s->peer, peer))
+        return NULL;
+    s->last_seen_ms = codec_mono_ms();
+    return s;
+}
+
+Civibus__V1__ErrorCode subs_ack(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name,
+                                uint64_t seq)
+{
+    s_session_t *s = s_session_of(self, agency, peer, name);
+    if (!s)
+        return CIVIBUS__V1__ERROR_CODE__UNKNOWN_SUBSCRIPTION;
+    if (seq > s->delivered)
+        seq = s->delivered; /* an ack cannot cover what was never sent */
+    if (seq > s->acked) {
+        s->acked = seq;
+        s->dirty = true;
+    }
+    return CIVIBUS__V1__ERROR_CODE__OK;
+}
+
+Civibus__V1__ErrorCode subs_credit(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name,
+                                   uint32_t credit)
+{
+    s_session_t *s = s_session_of(self, agency, peer, name);
+    if (!s)
+        return CIVIBUS__V1__ERROR_CODE__UNKNOWN_SUBSCRIPTION;
+    uint64_t c = (uint64_t)s->credit + credit;
+    s->credit = c > self->opts.credit_max ? self->opts.credit_max : (uint32_t)c;
+    return CIVIBUS__V1__ERROR_CODE__OK;
+}
+
+Civibus__V1__ErrorCode subs_close(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name)
+{
+    s_session_t *s = s_session_of(self, agency, peer, name);
+    if (!s)
+        return CIVIBUS__V1__ERROR_CODE__UNKNOWN_SUBSCRIPTION;
+    s_remove(self, s, "unsubscribed");
+    return CIVIBUS__V1__ERROR_CODE__OK;
+}
+
+static bool s_matches(const void *arg, const char *type, size_t len)
+{
+    const s_session_t *s = arg;
+    for (size_t i = 0; i < s->n_filters; i++)
+        if (codec_filter_match(s->filters[i], type, len))
+            return true;
+    return false;
+}
+
+/* One Deliver to one session. Returns events sent. */
+static size_t s_pump_one(subs_t *self, s_session_t *s, uint64_t last, bool *gone)
+{
+    batch_t *b = &self->batch;
+    int rc = batch_fill(b, self->journal, s->next_seq, s->credit < DELIVER_MAX_EVENTS ? s->credit : DELIVER_MAX_EVENTS,
+                        DELIVER_MAX_BYTES, SCAN_MAX, s_matches, s);
+    size_t sent = 0;
+    if (rc < 0) {
+        log_limited(LOG_ERROR, "subs", "subs.scan", "event=scan_failed subscription=%s error=\"%s\"", s->name,
+                    journal_strerror(rc));
+        goto done;
+    }
+    if (b->scanned_to == 0) {
+        /* Nothing at next_seq although last >= next_seq: entries were removed
+         * from the front; continue from the first one there is. */
+        uint64_t first = journal_first_seq(self->journal);
+        if (first > s->next_seq)
+            s->next_seq = first;
+        else
+            s->next_seq = last + 1;
+        goto done;
+    }
+    if (b->n == 0) {
+        s->next_seq = b->scanned_to + 1;
+        if (s->acked == s->delivered) {
+            /* Nothing in flight: the skipped events need no ack. */
+            s->acked = s->delivered = b->scanned_to;
+            s->dirty = true;
+        }
+        goto done;
+    }
+    Civibus__V1__Deliver dl = CIVIBUS__V1__DELIVER__INIT;
+    dl.subscription = s->name;
+    dl.n_events = b->n;
+    dl.events = b->ptrs;
+    Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
+    msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_DELIVER;
+    msg.deliver = &dl;
+    rc = wire_send(self->router, &s->peer, &msg);
+    if (rc == WIRE_OK) {
+        uint64_t last_sent = b->ptrs[b->n - 1]->seq;
+        s->delivered = last_sent;
+        s->next_seq = last_sent + 1;
+        s->credit -= (uint32_t)b->n;
+        s->busy = false;
+        sent = b->n;
+    } else if (rc == WIRE_BUSY) {
+        s->busy = true;
+    } else {
+        *gone = true;
+    }
+done:
+    batch_release(b);
+    return sent;
+}
+
+size_t subs_pump(subs_t *self)
+{
+    uint64_t last = journal_last_seq(self->journal);
+    size_t total = 0;
+    self->pending = SUBS_IDLE;
+    for (size_t i = 0; i < self->n;) {
+        s_session_t *s = self->list[i];
+        if (s->credit == 0 || s->next_seq > last) {
+            i++;
+            continue;
+        }
+        bool gone = false;
+        total += s_pump_one(self, s, last, &gone);
+        if (gone) {
+            s_remove(self, s, "peer_gone");
+            continue; /* list[i] now holds another session */
+        }
+        if (s->credit > 0 && s->next_seq <= last) {
+            if (s->busy) {
+                if (self->pending == SUBS_IDLE)
+                    self->pending = SUBS_BUSY;
+            } else {
+                self->pending = SUBS_MORE;
+            }
+        }
+        i++;
+    }
+    return total;
+}
+
+int subs_pending(const subs_t *self)
+{
+    return self->pending;
+}
+
+void subs_expire(subs_t *self, int64_t now_ms)
+{
+    for (size_t i = 0; i < self->n;) {
+        s_session_t *s = self->list[i];
+        if (now_ms - s->last_seen_ms > self->opts.session_timeout_ms)
+            s_remove(self, s, "idle_timeout");
+        else
+            i++;
+    }
+}
+
+size_t subs_take_dirty(subs_t *self, const journal_cursor_t **out)
+{
+    free(self->dirty);
+    free(self->dirty_of);
+    self->dirty = NULL;
+    self->dirty_of = NULL;
+    self->n_dirty = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < self->n; i++)
+        n += self->list[i]->dirty;
+    if (n == 0) {
+        *out = NULL;
+        return 0;
+    }
+    self->dirty = calloc(n, sizeof *self->dirty);
+    self->dirty_of = calloc(n, sizeof *self->dirty_of);
+    if (!self->dirty || !self->dirty_of) {
+        *out = NULL;
+        return 0;
+    }
+    for (size_t i = 0; i < self->n; i++) {
+        s_session_t *s = self->list[i];
+        if (!s->dirty)
+            continue;
+        self->dirty[self->n_dirty] = (journal_cursor_t){
+            .agency = s->agency, .name = s->name, .acked = s->acked, .filters = s->filters_joined};
+        self->dirty_of[self->n_dirty++] = s;
+    }
+    *out = self->dirty;
+    return self->n_dirty;
+}
+
+void subs_saved(subs_t *self)
+{
+    for (size_t i = 0; i < self->n_dirty; i++) {
+        s_session_t *s = self->dirty_of[i];
+        if (s->acked == self->dirty[i].acked)
+            s->dirty = false;
+    }
+    self->n_dirty = 0;
+}
+
+typedef struct {
+    subs_t *self;
+    Civibus__V1__StatusReply *status;
+    size_t cap;
+    int failed;
+} s_status_ctx_t;
+
+static Civibus__V1__SubscriptionStatus *s_status_add(s_status_ctx_t *c, const char *agency, const char *name,
+                                                     const char *filters_joined)
+{
+    Civibus__V1__StatusReply *st = c->status;
+    if (st->n_subscriptions == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        Civibus__V1__SubscriptionStatus **grown = realloc(st->subscriptions, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        st->subscriptions = grown;
+        c->cap = cap;
+    }
+    Civibus__V1__SubscriptionStatus *ss = calloc(1, sizeof *ss);
+    if (!ss)
+        return NULL;
+    civibus__v1__subscription_status__init(ss);
+    ss->agency = strdup(agency);
+    ss->name = strdup(name);
+    char *copy = strdup(filters_joined ? filters_joined : "");
+    size_t nf = 0;
+    for (char *p = copy; p && *p; p++)
+        nf += *p == '\n';
+    ss->filters = calloc(nf + 1, sizeof *ss->filters);
+    if (copy && ss->filters && copy[0]) {
+        char *save = NULL;
+        for (char *tok = strtok_r(copy, "\n", &save); tok; tok = strtok_r(NULL, "\n", &save))
+            ss->filters[ss->n_filters++] = strdup(tok);
+    }
+    free(copy);
+    st->subscriptions[st->n_subscriptions++] = ss;
+    return ss;
+}
+
+static int s_status_saved(const journal_cursor_t *cur, void *arg)
+{
+    s_status_ctx_t *c = arg;
+    if (s_find(c->self, cur->agency, cur->name))
+        return 0; /* live: reported from memory */
+    Civibus__V1__SubscriptionStatus *ss = s_status_add(c, cur->agency, cur->name, cur->filters);
+    if (!ss) {
+        c->failed = 1;
+        return 1;
+    }
+    ss->cursor = cur->acked;
+    return 0;
+}
+
+int subs_status(subs_t *self, Civibus__V1__StatusReply *status)
+{
+    s_status_ctx_t c = {.self = self, .status = status};
+    for (size_t i = 0; i < self->n; i++) {
+        s_session_t *s = self->list[i];
+        Civibus__V1__SubscriptionStatus *ss = s_status_add(&c, s->agency, s->name, s->filters_joined);
+        if (!ss)
+            return -1;
+        ss->cursor = s->acked;
+        ss->connected = true;
+        ss->credit = s->credit;
+        ss->in_flight = s->delivered - s->acked;
+    }
+    int rc = journal_cursor_each(self->journal, s_status_saved, &c);
+    return (rc < 0 || c.failed) ? -1 : 0;
+}
+
+void subs_status_free(Civibus__V1__StatusReply *status)
+{
+    for (size_t i = 0; i < status->n_subscriptions; i++) {
+        Civibus__V1__SubscriptionStatus *ss = status->subscriptions[i];
+        for (size_t j = 0; j < ss->n_filters; j++)
+            free(ss->filters[j]);
+        free(ss->filters);
+        free(ss->agency);
+        free(ss->name);
+        free(ss);
+    }
+    free(status->subscriptions);
+    status->subscriptions = NULL;
+    status->n_subscriptions = 0;
+}
+
+size_t subs_count(const subs_t *self)
+{
+    return self->n;
+}

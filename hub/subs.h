@@ -1,0 +1,83 @@
+/* subs - durable subscriptions: sessions, credit, cursors and delivery.
+ *
+ * A subscription is named per agency; its cursor (last acknowledged seq) and
+ * filters are saved in the journal, so it outlives connections and restarts.
+ * A session binds a subscription to one connection (a ROUTER routing id); a
+ * new subscribe under the same name takes the subscription over, so a
+ * consumer that reconnects simply subscribes again.
+ *
+ * Delivery is pull-by-credit: subs_pump sends a session at most as many
+ * events as it has credit for, reading them from the journal in short read
+ * transactions, so a slow consumer costs nothing but its cursor: nothing is
+ * buffered for it, and it is served from the log when it grants credit again.
+ * Filtered-out events are skipped without using credit.
+ *
+ * Cursors changed by acks are "dirty" until the router saves them, with the
+ * next publish batch or after cursor_flush_ms (subs_take_dirty). A hub crash
+ * can therefore lose the last acks, and the consumer then sees those events
+ * again: delivery is at-least-once.
+ */
+#ifndef CIVIBUS_SUBS_H
+#define CIVIBUS_SUBS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "journal.h"
+#include "wire.h"
+
+typedef struct subs subs_t;
+
+typedef struct {
+    size_t max_sessions;
+    uint32_t credit_max;
+    int64_t session_timeout_ms;
+} subs_opts_t;
+
+/* The journal is borrowed and must outlive the subs. */
+subs_t *subs_new(journal_t *journal, void *router, const subs_opts_t *opts);
+void subs_destroy(subs_t **self_p);
+
+/* Open (or take over) subscription req->name of agency on peer. Saves the
+ * cursor before returning. Returns OK (0) and fills *next_seq, or an
+ * ErrorCode with a reason. */
+Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const wire_peer_t *peer,
+                                 const Civibus__V1__Subscribe *req, uint64_t *next_seq, char *reason,
+                                 size_t reason_len);
+
+/* Ack, credit and unsubscribe from peer; UNKNOWN_SUBSCRIPTION when peer holds
+ * no such session (e.g. the hub restarted, or another connection took it). */
+Civibus__V1__ErrorCode subs_ack(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name,
+                                uint64_t seq);
+Civibus__V1__ErrorCode subs_credit(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name,
+                                   uint32_t credit);
+Civibus__V1__ErrorCode subs_close(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name);
+
+/* Deliver what sessions have credit for, up to last_seq. Call after every
+ * commit and whenever credit arrived. Returns events sent. */
+size_t subs_pump(subs_t *self);
+
+/* What the last subs_pump left: SUBS_IDLE, nothing to send; SUBS_MORE, a
+ * session has credit and more events (pump again at once); SUBS_BUSY, only
+ * sessions whose peer's queue was full (pump again in a few milliseconds). */
+enum { SUBS_IDLE = 0, SUBS_MORE = 1, SUBS_BUSY = 2 };
+int subs_pending(const subs_t *self);
+
+/* Close sessions silent for longer than the session timeout. */
+void subs_expire(subs_t *self, int64_t now_ms);
+
+/* The dirty cursors, as an array valid until the next call into subs; the
+ * caller saves them and then calls subs_saved(). */
+size_t subs_take_dirty(subs_t *self, const journal_cursor_t **out);
+void subs_saved(subs_t *self);
+
+/* Fill status->subscriptions (live sessions and saved cursors). The strings
+ * and array are allocated; free them with subs_status_free. */
+int subs_status(subs_t *self, Civibus__V1__StatusReply *status);
+void subs_status_free(Civibus__V1__StatusReply *status);
+
+size_t subs_count(const subs_t *self);
+
+#endif
