@@ -35,7 +35,7 @@ WARN      := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes 
              -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
 CFLAGS    ?= $(OPT) -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(CFLAGS) $(PKG_CFLAGS) \
-             -DCIVIBUS_VERSION=\"$(VERSION)\" -I$(BUILD)/gen -Iproto -Ihub -Iadapters/sdk
+             -DCIVIBUS_VERSION=\"$(VERSION)\" -I$(BUILD)/gen -Iproto -Ihub -Iadapters/sdk -Itests/harness
 LDLIBS    := $(PKG_LIBS) -lpthread
 ifneq ($(SANITIZER),)
 ALL_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -76,6 +76,7 @@ FUZZ_BIN  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
 .PHONY: all deps tests test bench demo fuzz memcheck install clean format
 .DEFAULT_GOAL := all
+.SECONDARY:
 
 all: $(HUBD) $(CLI) $(LIBCIV_A) $(LIBCIV_SO) $(BUILD)/civibus.pc
 

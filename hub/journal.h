@@ -73,7 +73,9 @@ typedef struct {
 /* Append n entries and save n_cursors cursors in one transaction, then commit
  * (fsync unless no_sync). Duplicates inside the batch resolve to the first.
  * All or nothing: on error no entry is written and outputs are unspecified.
- * Grows the map as needed. Returns JOURNAL_OK, JOURNAL_FULL or JOURNAL_IO. */
+ * Grows the map as needed. Returns JOURNAL_OK, JOURNAL_FULL, JOURNAL_IO,
+ * JOURNAL_INVALID (empty or oversize key, read-only handle) or
+ * JOURNAL_CORRUPT (a stored dedup record or its entry does not parse). */
 int journal_append_batch(journal_t *self, journal_entry_t *entries, size_t n,
                          const journal_cursor_t *cursors, size_t n_cursors);
 
@@ -90,7 +92,9 @@ typedef struct {
     size_t event_len;
 } journal_record_t;
 
-/* Return 0 to go on, non-zero to stop the scan (that value is returned). */
+/* Return 0 to go on, non-zero to stop the scan (that value is returned).
+ * A callback must not call into the journal: LMDB allows one transaction
+ * per thread, and the scan's read transaction is open during the call. */
 typedef int (*journal_visit_fn)(const journal_record_t *rec, void *arg);
 
 /* Visit entries in order from seq `from` (inclusive) on, at most max of them
@@ -98,7 +102,9 @@ typedef int (*journal_visit_fn)(const journal_record_t *rec, void *arg);
  * of the log or max, the visitor's non-zero value, or a negative error. */
 int journal_scan(journal_t *self, uint64_t from, size_t max, journal_visit_fn visit, void *arg);
 
-/* First and last sequence numbers (0 when the log is empty). Cached: free. */
+/* First and last sequence numbers (0 when the log is empty). Cached: free.
+ * A read-only handle refreshes them at every read call (scan, seq_at_time,
+ * cursor, stats), so they are as of the last such call. */
 uint64_t journal_first_seq(const journal_t *self);
 uint64_t journal_last_seq(const journal_t *self);
 

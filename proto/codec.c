@@ -178,6 +178,43 @@ static bool s_len_ok(const char *s, size_t max)
     return s == NULL || strlen(s) <= max;
 }
 
+/* protobuf-c does not check that string fields are UTF-8; stricter decoders
+ * (Go, Python, Java) refuse such events, so the hub must not accept them. */
+static bool s_utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    while (*p) {
+        int n;
+        uint32_t cp;
+        if (*p < 0x80) {
+            p++;
+            continue;
+        } else if ((*p & 0xE0) == 0xC0) {
+            n = 1;
+            cp = *p & 0x1F;
+        } else if ((*p & 0xF0) == 0xE0) {
+            n = 2;
+            cp = *p & 0x0F;
+        } else if ((*p & 0xF8) == 0xF0) {
+            n = 3;
+            cp = *p & 0x07;
+        } else {
+            return false;
+        }
+        p++;
+        for (int i = 0; i < n; i++, p++) {
+            if ((*p & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (*p & 0x3F);
+        }
+        /* overlong forms, surrogates, beyond Unicode */
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+            return false;
+    }
+    return true;
+}
+
 bool codec_event_valid(const codec_event_t *ev, char *reason, size_t reason_len)
 {
     const char *why = NULL;
@@ -197,12 +234,17 @@ bool codec_event_valid(const codec_event_t *ev, char *reason, size_t reason_len)
         why = "more than 32 headers";
     else if (ev->occurred_at < 0)
         why = "occurred_at is negative";
+    else if (!s_utf8(ev->event_id) || !s_utf8(ev->source) || !s_utf8(ev->subject) ||
+             !s_utf8(ev->content_type) || !s_utf8(ev->correlation_id))
+        why = "a string field is not valid UTF-8";
     for (size_t i = 0; !why && i < ev->n_headers; i++) {
         const Civibus__V1__Header *h = ev->headers[i];
         if (!h->key || !h->key[0])
             why = "a header has an empty key";
         else if (!s_len_ok(h->key, CODEC_HEADER_MAX) || !s_len_ok(h->value, CODEC_HEADER_MAX))
             why = "a header key or value is longer than 1024 bytes";
+        else if (!s_utf8(h->key) || !s_utf8(h->value))
+            why = "a header key or value is not valid UTF-8";
     }
     if (why && reason && reason_len)
         snprintf(reason, reason_len, "%s", why);

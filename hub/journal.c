@@ -1,0 +1,920 @@
+/* journal - the hub's durable, totally ordered event log, in LMDB.
+ *
+ * One LMDB environment (data.mdb, lock.mdb) in the data directory, with four
+ * named databases: log, dedup, cursors, meta (see journal.h). The hub is the
+ * only writer; offline tools may open the same files read-only at the same
+ * time, which LMDB supports across processes.
+ *
+ * On-disk format, version 1 (meta "version" = u32 LE 1). All integers inside
+ * values are little-endian; the `log` keys are native uint64 because
+ * MDB_INTEGERKEY compares them natively (LMDB files are not portable across
+ * byte orders anyway).
+ *   log     key  seq (uint64, native)
+ *           val  byte 0     entry version (1)
+ *                byte 1     flags (0)
+ *                bytes 2-3  type length T (u16 LE)
+ *                bytes 4-7  reserved (0)
+ *                bytes 8-15 received_at (i64 LE, µs since the Unix epoch)
+ *                16 .. 16+T the event type (no NUL)
+ *                16+T ..    the serialized ServiceEvent, exactly as received
+ *   dedup   key  source "\0" event_id        val  seq (u64 LE)
+ *   cursors key  agency "\0" name            val  acked (u64 LE), updated_at
+ *                                                 (i64 LE µs), filters ('\n'-joined, no NUL)
+ *   meta    key  "version"                   val  u32 LE
+ * A reader refuses an entry whose version is not 1 or whose lengths do not
+ * add up (JOURNAL_CORRUPT); flags and reserved bytes are ignored on read.
+ *
+ * Invariants kept here: the cached first/last seq and last received_at change
+ * only after a successful commit, so a failed batch leaves no trace; every
+ * transaction ends before its function returns, so no LMDB pointer escapes
+ * and the map can be resized between calls. A scan or cursor callback runs
+ * inside a read transaction and must not call back into the journal (LMDB
+ * allows one transaction per thread).
+ */
+#include "journal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define FORMAT_VERSION 1u
+#define ENTRY_VERSION 1u
+#define ENTRY_HDR 16
+#define CURSOR_HDR 16
+#define MIB ((size_t)1 << 20)
+#define DEFAULT_MAP_INIT (64 * MIB)
+#define DEFAULT_MAP_MAX ((size_t)64 << 30)
+/* Enough pages for the meta pages and four empty named databases. */
+#define MAP_FLOOR (256 * (size_t)1024)
+/* LMDB's compiled-in key limit is 511; keys are built on the stack. */
+#define KEY_BUF 512
+
+struct journal {
+    MDB_env *env;
+    MDB_dbi log_db;
+    MDB_dbi dedup_db;
+    MDB_dbi cursors_db;
+    MDB_dbi meta_db;
+    char *data_path;  /* dir/data.mdb, for journal_stats */
+    size_t map_size;  /* current map size */
+    size_t map_max;   /* configured ceiling */
+    size_t max_key;   /* longest key LMDB accepts here */
+    bool read_only;
+    uint64_t first_seq;        /* committed bounds, 0 when empty */
+    uint64_t last_seq;
+    int64_t last_received_at;  /* received_at of last_seq, 0 when empty */
+    char *scratch;             /* cursor_each's copy of one cursor */
+    size_t scratch_cap;
+};
+
+/* --- little helpers ---------------------------------------------------- */
+
+static void s_put_u64le(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t s_get_u64le(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void s_put_u32le(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t s_get_u32le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int64_t s_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Log an LMDB failure once, here at the boundary, and map it. MDB_MAP_FULL
+ * is not logged: the caller grows the map or reports JOURNAL_FULL. */
+static int s_fail(const char *event, int rc)
+{
+    if (rc == MDB_MAP_FULL)
+        return JOURNAL_FULL;
+    char buf[160];
+    log_error("journal", "event=%s code=%d error=%s", event, rc,
+              log_quote(mdb_strerror(rc), buf, sizeof buf));
+    return JOURNAL_IO;
+}
+
+static int s_corrupt(const char *what, uint64_t seq)
+{
+    log_error("journal", "event=corrupt what=%s seq=%llu", what, (unsigned long long)seq);
+    return JOURNAL_CORRUPT;
+}
+
+/* Build "a\0b" into buf. Returns its length, or 0 when a part is empty or the
+ * key would exceed LMDB's limit. */
+static size_t s_pair_key(const journal_t *self, const char *a, const char *b, char *buf)
+{
+    if (!a || !b || !a[0] || !b[0])
+        return 0;
+    size_t la = strlen(a), lb = strlen(b);
+    if (la + 1 + lb > self->max_key)
+        return 0;
+    memcpy(buf, a, la);
+    buf[la] = '\0';
+    memcpy(buf + la + 1, b, lb);
+    return la + 1 + lb;
+}
+
+/* Parse a log value into rec (pointers into the value). */
+static int s_entry_parse(uint64_t seq, const MDB_val *val, journal_record_t *rec)
+{
+    const uint8_t *p = val->mv_data;
+    if (val->mv_size < ENTRY_HDR || p[0] != ENTRY_VERSION)
+        return s_corrupt("entry_header", seq);
+    size_t type_len = (size_t)p[2] | (size_t)p[3] << 8;
+    if (type_len > val->mv_size - ENTRY_HDR)
+        return s_corrupt("entry_length", seq);
+    rec->seq = seq;
+    rec->received_at = (int64_t)s_get_u64le(p + 8);
+    rec->type = (const char *)p + ENTRY_HDR;
+    rec->type_len = type_len;
+    rec->event = p + ENTRY_HDR + type_len;
+    rec->event_len = val->mv_size - ENTRY_HDR - type_len;
+    return JOURNAL_OK;
+}
+
+/* Read entry seq in txn. JOURNAL_NOTFOUND when absent. */
+static int s_entry_get(journal_t *self, MDB_txn *txn, uint64_t seq, journal_record_t *rec)
+{
+    MDB_val key = {sizeof seq, &seq}, val;
+    int rc = mdb_get(txn, self->log_db, &key, &val);
+    if (rc == MDB_NOTFOUND)
+        return JOURNAL_NOTFOUND;
+    if (rc)
+        return s_fail("log_get", rc);
+    return s_entry_parse(seq, &val, rec);
+}
+
+/* Read the log's bounds as txn sees them. */
+static int s_load_bounds(journal_t *self, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, self->log_db, &cur);
+    if (rc)
+        return s_fail("cursor_open", rc);
+    uint64_t first = 0, last = 0;
+    int64_t received_at = 0;
+    int jrc = JOURNAL_OK;
+    MDB_val key, val;
+    rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
+    if (rc == 0) {
+        if (key.mv_size != sizeof first) {
+            jrc = s_corrupt("log_key", 0);
+            goto close_cursor;
+        }
+        memcpy(&first, key.mv_data, sizeof first);
+        rc = mdb_cursor_get(cur, &key, &val, MDB_LAST);
+    }
+    if (rc == 0) {
+        journal_record_t rec;
+        if (key.mv_size != sizeof last) {
+            jrc = s_corrupt("log_key", 0);
+            goto close_cursor;
+        }
+        memcpy(&last, key.mv_data, sizeof last);
+        jrc = s_entry_parse(last, &val, &rec);
+        if (jrc)
+            goto close_cursor;
+        received_at = rec.received_at;
+    } else if (rc != MDB_NOTFOUND) {
+        jrc = s_fail("log_bounds", rc);
+        goto close_cursor;
+    }
+    self->first_seq = first;
+    self->last_seq = last;
+    self->last_received_at = received_at;
+close_cursor:
+    mdb_cursor_close(cur);
+    return jrc;
+}
+
+/* Begin a read transaction. A writer in another process may have grown the
+ * map since we mapped it (MDB_MAP_RESIZED): adopt its size and retry. In
+ * read-only mode the cached bounds are refreshed, since the hub appends. */
+static int s_read_begin(journal_t *self, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn);
+    if (rc == MDB_MAP_RESIZED) {
+        rc = mdb_env_set_mapsize(self->env, 0);
+        if (rc == 0)
+            rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn);
+    }
+    if (rc) {
+        *txn = NULL;
+        return s_fail("read_begin", rc);
+    }
+    if (self->read_only) {
+        int jrc = s_load_bounds(self, *txn);
+        if (jrc) {
+            mdb_txn_abort(*txn);
+            *txn = NULL;
+            return jrc;
+        }
+    }
+    return JOURNAL_OK;
+}
+
+/* Make a directory entry durable: fsync the directory holding it. */
+static int s_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Create dir and its missing parents, new ones private (0700). */
+static int s_mkdirs(const char *dir)
+{
+    char *path = strdup(dir);
+    if (!path)
+        return -1;
+    int rc = 0;
+    for (char *p = path + 1; *p && rc == 0; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            rc = -1;
+        *p = '/';
+    }
+    if (rc == 0 && mkdir(path, 0700) != 0 && errno != EEXIST)
+        rc = -1;
+    free(path);
+    return rc;
+}
+
+static int s_env_mapsize(journal_t *self)
+{
+    MDB_envinfo info;
+    int rc = mdb_env_info(self->env, &info);
+    if (rc)
+        return s_fail("env_info", rc);
+    self->map_size = info.me_mapsize;
+    return JOURNAL_OK;
+}
+
+/* Open the named databases, check or write the format version, and load the
+ * bounds, in one transaction that is committed so the handles stay valid. */
+static int s_open_dbs(journal_t *self)
+{
+    unsigned create = self->read_only ? 0 : MDB_CREATE;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(self->env, NULL, self->read_only ? MDB_RDONLY : 0, &txn);
+    if (rc)
+        return s_fail("open_begin", rc);
+    int jrc = JOURNAL_OK;
+    if ((rc = mdb_dbi_open(txn, "log", create | MDB_INTEGERKEY, &self->log_db)) ||
+        (rc = mdb_dbi_open(txn, "dedup", create, &self->dedup_db)) ||
+        (rc = mdb_dbi_open(txn, "cursors", create, &self->cursors_db)) ||
+        (rc = mdb_dbi_open(txn, "meta", create, &self->meta_db))) {
+        jrc = s_fail("dbi_open", rc);
+        goto abort_txn;
+    }
+    MDB_val key = {7, "version"}, val;
+    rc = mdb_get(txn, self->meta_db, &key, &val);
+    if (rc == 0) {
+        uint32_t version = val.mv_size == 4 ? s_get_u32le(val.mv_data) : 0;
+        if (version != FORMAT_VERSION) {
+            log_error("journal", "event=unsupported_format version=%u size=%zu expected=%u", version,
+                      val.mv_size, FORMAT_VERSION);
+            jrc = JOURNAL_CORRUPT;
+            goto abort_txn;
+        }
+    } else if (rc == MDB_NOTFOUND) {
+        /* A fresh environment gets the version; one with entries but no
+         * version was not written by us. */
+        MDB_stat st;
+        if ((rc = mdb_stat(txn, self->log_db, &st))) {
+            jrc = s_fail("log_stat", rc);
+            goto abort_txn;
+        }
+        if (self->read_only || st.ms_entries > 0) {
+            log_error("journal", "event=unsupported_format version=none entries=%zu", st.ms_entries);
+            jrc = JOURNAL_CORRUPT;
+            goto abort_txn;
+        }
+        uint8_t buf[4];
+        s_put_u32le(buf, FORMAT_VERSION);
+        val = (MDB_val){sizeof buf, buf};
+        if ((rc = mdb_put(txn, self->meta_db, &key, &val, 0))) {
+            jrc = s_fail("meta_put", rc);
+            goto abort_txn;
+        }
+    } else {
+        jrc = s_fail("meta_get", rc);
+        goto abort_txn;
+    }
+    if ((jrc = s_load_bounds(self, txn)))
+        goto abort_txn;
+    rc = mdb_txn_commit(txn);
+    return rc ? s_fail("open_commit", rc) : JOURNAL_OK;
+abort_txn:
+    mdb_txn_abort(txn);
+    return jrc;
+}
+
+journal_t *journal_new(const journal_opts_t *opts)
+{
+    if (!opts || !opts->dir || !opts->dir[0]) {
+        log_error("journal", "event=open_failed reason=no_directory");
+        return NULL;
+    }
+    char qdir[256];
+    log_quote(opts->dir, qdir, sizeof qdir);
+    journal_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->read_only = opts->read_only;
+    size_t plen = strlen(opts->dir) + sizeof "/data.mdb";
+    self->data_path = malloc(plen);
+    if (!self->data_path)
+        goto free_self;
+    snprintf(self->data_path, plen, "%s/data.mdb", opts->dir);
+
+    size_t map_max = opts->map_max ? opts->map_max : DEFAULT_MAP_MAX;
+    size_t map_init = opts->map_init ? opts->map_init : DEFAULT_MAP_INIT;
+    if (map_init > map_max)
+        map_init = map_max;
+    if (map_init < MAP_FLOOR)
+        map_init = MAP_FLOOR;
+    if (map_max < map_init)
+        map_max = map_init;
+    self->map_max = map_max;
+
+    struct stat st;
+    bool dir_existed = stat(opts->dir, &st) == 0;
+    if (!self->read_only && s_mkdirs(opts->dir) != 0) {
+        log_error("journal", "event=open_failed dir=%s error=%s", qdir, strerror(errno));
+        goto free_self;
+    }
+    int rc = mdb_env_create(&self->env);
+    if (rc) {
+        (void)s_fail("env_create", rc);
+        goto free_self;
+    }
+    /* An existing file keeps the map size it was last committed with (never
+     * less than its data): size 0 tells LMDB to adopt it. A new one starts
+     * at map_init. */
+    bool exists = stat(self->data_path, &st) == 0;
+    if ((rc = mdb_env_set_maxdbs(self->env, 4)) ||
+        (rc = mdb_env_set_mapsize(self->env, exists ? 0 : map_init))) {
+        (void)s_fail("env_setup", rc);
+        goto close_env;
+    }
+    unsigned flags = (self->read_only ? MDB_RDONLY : 0) | (opts->no_sync ? MDB_NOSYNC : 0);
+    rc = mdb_env_open(self->env, opts->dir, flags, 0600);
+    if (rc) {
+        char buf[160];
+        log_error("journal", "event=open_failed dir=%s error=%s", qdir,
+                  log_quote(mdb_strerror(rc), buf, sizeof buf));
+        goto close_env;
+    }
+    if (!self->read_only && !opts->no_sync && !exists) {
+        /* LMDB syncs the file, not the directory entries we just created:
+         * without this a crash could lose a fresh journal after its first
+         * acknowledged commit. */
+        bool synced = s_fsync_dir(opts->dir) == 0;
+        if (synced && !dir_existed) {
+            char *parent = strdup(opts->dir);
+            synced = parent && s_fsync_dir(dirname(parent)) == 0;
+            free(parent);
+        }
+        if (!synced) {
+            log_error("journal", "event=open_failed dir=%s step=fsync_dir error=%s", qdir,
+                      strerror(errno));
+            goto close_env;
+        }
+    }
+    if (!self->read_only) {
+        /* Reader slots of crashed processes would pin old pages forever. */
+        int dead = 0;
+        if ((rc = mdb_reader_check(self->env, &dead))) {
+            (void)s_fail("reader_check", rc);
+            goto close_env;
+        }
+        if (dead)
+            log_warn("journal", "event=stale_readers_cleared count=%d", dead);
+    }
+    if (s_env_mapsize(self))
+        goto close_env;
+    if (!self->read_only && self->map_size < map_init) {
+        if ((rc = mdb_env_set_mapsize(self->env, map_init))) {
+            (void)s_fail("set_mapsize", rc);
+            goto close_env;
+        }
+        if (s_env_mapsize(self))
+            goto close_env;
+    }
+    int mk = mdb_env_get_maxkeysize(self->env);
+    self->max_key = mk > 0 && (size_t)mk < KEY_BUF ? (size_t)mk : KEY_BUF - 1;
+    if (s_open_dbs(self))
+        goto close_env;
+    log_info("journal",
+             "event=opened dir=%s first_seq=%llu last_seq=%llu map_size=%zu map_max=%zu read_only=%d "
+             "sync=%d",
+             qdir, (unsigned long long)self->first_seq, (unsigned long long)self->last_seq,
+             self->map_size, self->map_max, self->read_only, !opts->no_sync);
+    return self;
+
+close_env:
+    mdb_env_close(self->env);
+free_self:
+    free(self->data_path);
+    free(self);
+    return NULL;
+}
+
+void journal_destroy(journal_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    journal_t *self = *self_p;
+    mdb_env_close(self->env);
+    free(self->scratch);
+    free(self->data_path);
+    free(self);
+    *self_p = NULL;
+}
+
+/* --- writing ------------------------------------------------------------- */
+
+/* Grow the map towards the ceiling. JOURNAL_FULL at the ceiling. Only called
+ * with no transaction open, as mdb_env_set_mapsize requires. */
+static int s_grow(journal_t *self)
+{
+    if (self->map_size >= self->map_max) {
+        log_limited(LOG_WARN, "journal", "journal.full", "event=map_full map_size=%zu map_max=%zu",
+                    self->map_size, self->map_max);
+        return JOURNAL_FULL;
+    }
+    size_t old = self->map_size;
+    size_t next = old > self->map_max / 2 ? self->map_max : old * 2;
+    int rc = mdb_env_set_mapsize(self->env, next);
+    if (rc)
+        return s_fail("set_mapsize", rc);
+    int jrc = s_env_mapsize(self);
+    if (jrc)
+        return jrc;
+    if (self->map_size <= old) /* LMDB kept the old size: do not loop */
+        return JOURNAL_FULL;
+    log_info("journal", "event=map_grown from=%zu to=%zu map_max=%zu", old, self->map_size,
+             self->map_max);
+    return JOURNAL_OK;
+}
+
+static int s_put_cursors(journal_t *self, MDB_txn *txn, const journal_cursor_t *cursors, size_t n,
+                         int64_t now)
+{
+    for (size_t i = 0; i < n; i++) {
+        const journal_cursor_t *c = &cursors[i];
+        char kbuf[KEY_BUF];
+        size_t klen = s_pair_key(self, c->agency, c->name, kbuf);
+        size_t flen = c->filters ? strlen(c->filters) : 0;
+        MDB_val key = {klen, kbuf}, val = {CURSOR_HDR + flen, NULL};
+        int rc = mdb_put(txn, self->cursors_db, &key, &val, MDB_RESERVE);
+        if (rc)
+            return s_fail("cursor_put", rc);
+        uint8_t *p = val.mv_data;
+        s_put_u64le(p, c->acked);
+        s_put_u64le(p + 8, (uint64_t)now);
+        if (flen)
+            memcpy(p + CURSOR_HDR, c->filters, flen);
+    }
+    return JOURNAL_OK;
+}
+
+static int s_cursors_check(const journal_t *self, const journal_cursor_t *cursors, size_t n)
+{
+    if (n && !cursors)
+        return JOURNAL_INVALID;
+    for (size_t i = 0; i < n; i++) {
+        char kbuf[KEY_BUF];
+        if (s_pair_key(self, cursors[i].agency, cursors[i].name, kbuf) == 0)
+            return JOURNAL_INVALID;
+    }
+    return JOURNAL_OK;
+}
+
+/* One attempt at a batch in one write transaction. On success the new last
+ * seq and received_at are returned through *last and *received_at; nothing
+ * in self changes here. JOURNAL_FULL means MDB_MAP_FULL: nothing written. */
+static int s_try_batch(journal_t *self, journal_entry_t *entries, size_t n,
+                       const journal_cursor_t *cursors, size_t n_cursors, uint64_t *last,
+                       int64_t *received_at)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc)
+        return s_fail("write_begin", rc);
+    int jrc = JOURNAL_OK;
+    uint64_t seq = self->last_seq;
+    int64_t now = s_now_us();
+    /* One time per batch, clamped so the log's times never go backwards
+     * (the wall clock may, and seq_at_time relies on order). */
+    if (now < self->last_received_at)
+        now = self->last_received_at;
+
+    for (size_t i = 0; i < n; i++) {
+        journal_entry_t *e = &entries[i];
+        char kbuf[KEY_BUF];
+        size_t klen = s_pair_key(self, e->source, e->event_id, kbuf);
+        MDB_val dkey = {klen, kbuf}, dval;
+        rc = mdb_get(txn, self->dedup_db, &dkey, &dval);
+        if (rc == 0) {
+            /* Seen before, maybe earlier in this very batch: the txn sees
+             * its own writes. Report the original. */
+            if (dval.mv_size != 8) {
+                jrc = s_corrupt("dedup_value", 0);
+                goto abort_txn;
+            }
+            journal_record_t rec;
+            e->seq = s_get_u64le(dval.mv_data);
+            e->duplicate = true;
+            jrc = s_entry_get(self, txn, e->seq, &rec);
+            if (jrc == JOURNAL_NOTFOUND) {
+                /* Only retention could have removed it; the time is lost. */
+                e->received_at = 0;
+                jrc = JOURNAL_OK;
+            } else if (jrc) {
+                goto abort_txn;
+            } else {
+                e->received_at = rec.received_at;
+            }
+            continue;
+        }
+        if (rc != MDB_NOTFOUND) {
+            jrc = s_fail("dedup_get", rc);
+            goto abort_txn;
+        }
+        seq++;
+        size_t type_len = strlen(e->type);
+        MDB_val key = {sizeof seq, &seq}, val = {ENTRY_HDR + type_len + e->event_len, NULL};
+        /* MDB_APPEND: keys only grow, so LMDB skips the search and fills
+         * pages completely; MDB_RESERVE lets us write the value in place. */
+        rc = mdb_put(txn, self->log_db, &key, &val, MDB_APPEND | MDB_RESERVE);
+        if (rc) {
+            jrc = s_fail("log_put", rc);
+            goto abort_txn;
+        }
+        uint8_t *p = val.mv_data;
+        p[0] = ENTRY_VERSION;
+        p[1] = 0;
+        p[2] = (uint8_t)type_len;
+        p[3] = (uint8_t)(type_len >> 8);
+        memset(p + 4, 0, 4);
+        s_put_u64le(p + 8, (uint64_t)now);
+        memcpy(p + ENTRY_HDR, e->type, type_len);
+        if (e->event_len)
+            memcpy(p + ENTRY_HDR + type_len, e->event, e->event_len);
+
+        uint8_t sbuf[8];
+        s_put_u64le(sbuf, seq);
+        dval = (MDB_val){sizeof sbuf, sbuf};
+        rc = mdb_put(txn, self->dedup_db, &dkey, &dval, MDB_NOOVERWRITE);
+        if (rc) {
+            jrc = s_fail("dedup_put", rc);
+            goto abort_txn;
+        }
+        e->seq = seq;
+        e->received_at = now;
+        e->duplicate = false;
+    }
+    if ((jrc = s_put_cursors(self, txn, cursors, n_cursors, s_now_us())))
+        goto abort_txn;
+    /* Commit frees the transaction even when it fails. */
+    rc = mdb_txn_commit(txn);
+    if (rc)
+        return s_fail("commit", rc);
+    *last = seq;
+    *received_at = now;
+    return JOURNAL_OK;
+
+abort_txn:
+    mdb_txn_abort(txn);
+    return jrc;
+}
+
+/* Run a write attempt, growing the map after MDB_MAP_FULL until it fits or
+ * the ceiling is reached. */
+static int s_write(journal_t *self, journal_entry_t *entries, size_t n,
+                   const journal_cursor_t *cursors, size_t n_cursors)
+{
+    for (;;) {
+        uint64_t last = self->last_seq;
+        int64_t received_at = self->last_received_at;
+        int jrc = s_try_batch(self, entries, n, cursors, n_cursors, &last, &received_at);
+        if (jrc == JOURNAL_FULL) {
+            if ((jrc = s_grow(self)))
+                return jrc;
+            continue;
+        }
+        if (jrc)
+            return jrc;
+        if (last != self->last_seq) {
+            if (self->first_seq == 0)
+                self->first_seq = self->last_seq + 1;
+            self->last_seq = last;
+            self->last_received_at = received_at;
+        }
+        return JOURNAL_OK;
+    }
+}
+
+int journal_append_batch(journal_t *self, journal_entry_t *entries, size_t n,
+                         const journal_cursor_t *cursors, size_t n_cursors)
+{
+    assert(self);
+    if (self->read_only || (n && !entries))
+        return JOURNAL_INVALID;
+    /* Check everything before the transaction, so a bad argument never
+     * costs a rollback and "all or nothing" holds trivially. */
+    for (size_t i = 0; i < n; i++) {
+        const journal_entry_t *e = &entries[i];
+        char kbuf[KEY_BUF];
+        if (s_pair_key(self, e->source, e->event_id, kbuf) == 0 || !e->type ||
+            strlen(e->type) > UINT16_MAX || (e->event_len && !e->event))
+            return JOURNAL_INVALID;
+    }
+    if (s_cursors_check(self, cursors, n_cursors))
+        return JOURNAL_INVALID;
+    if (n == 0 && n_cursors == 0)
+        return JOURNAL_OK;
+    return s_write(self, entries, n, cursors, n_cursors);
+}
+
+int journal_save_cursors(journal_t *self, const journal_cursor_t *cursors, size_t n)
+{
+    assert(self);
+    if (self->read_only || s_cursors_check(self, cursors, n))
+        return JOURNAL_INVALID;
+    if (n == 0)
+        return JOURNAL_OK;
+    return s_write(self, NULL, 0, cursors, n);
+}
+
+/* --- reading ------------------------------------------------------------- */
+
+int journal_scan(journal_t *self, uint64_t from, size_t max, journal_visit_fn visit, void *arg)
+{
+    assert(self && visit);
+    MDB_txn *txn;
+    int jrc = s_read_begin(self, &txn);
+    if (jrc)
+        return jrc;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, self->log_db, &cur);
+    if (rc) {
+        jrc = s_fail("cursor_open", rc);
+        goto abort_txn;
+    }
+    MDB_val key = {sizeof from, &from}, val;
+    size_t count = 0;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        if (key.mv_size != sizeof(uint64_t)) {
+            jrc = s_corrupt("log_key", 0);
+            goto close_cursor;
+        }
+        uint64_t seq;
+        memcpy(&seq, key.mv_data, sizeof seq);
+        journal_record_t rec;
+        if ((jrc = s_entry_parse(seq, &val, &rec)))
+            goto close_cursor;
+        int v = visit(&rec, arg);
+        if (v) {
+            jrc = v;
+            goto close_cursor;
+        }
+        if (max && ++count == max)
+            goto close_cursor;
+    }
+    if (rc != MDB_NOTFOUND)
+        jrc = s_fail("scan", rc);
+close_cursor:
+    mdb_cursor_close(cur);
+abort_txn:
+    mdb_txn_abort(txn);
+    return jrc;
+}
+
+uint64_t journal_first_seq(const journal_t *self)
+{
+    return self->first_seq;
+}
+
+uint64_t journal_last_seq(const journal_t *self)
+{
+    return self->last_seq;
+}
+
+int journal_seq_at_time(journal_t *self, int64_t time_us, uint64_t *seq)
+{
+    assert(self && seq);
+    MDB_txn *txn;
+    int jrc = s_read_begin(self, &txn);
+    if (jrc)
+        return jrc;
+    /* received_at never decreases along the log and seqs have no gaps, so
+     * the answer is a lower bound over [first, last + 1). */
+    uint64_t lo = self->first_seq ? self->first_seq : 1, hi = self->last_seq + 1;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        journal_record_t rec;
+        jrc = s_entry_get(self, txn, mid, &rec);
+        if (jrc == JOURNAL_NOTFOUND)
+            jrc = s_corrupt("log_gap", mid);
+        if (jrc)
+            goto abort_txn;
+        if (rec.received_at >= time_us)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    *seq = lo;
+abort_txn:
+    mdb_txn_abort(txn);
+    return jrc;
+}
+
+/* Split a cursor record into a journal_cursor_t whose strings live in the
+ * journal's scratch buffer (valid until the next call that uses it). */
+static int s_cursor_parse(journal_t *self, const MDB_val *key, const MDB_val *val,
+                          journal_cursor_t *c)
+{
+    const char *sep = memchr(key->mv_data, '\0', key->mv_size);
+    if (!sep || sep == key->mv_data || val->mv_size < CURSOR_HDR)
+        return s_corrupt("cursor", 0);
+    size_t flen = val->mv_size - CURSOR_HDR;
+    size_t need = key->mv_size + 1 + flen + 1;
+    if (need > self->scratch_cap) {
+        char *p = realloc(self->scratch, need);
+        if (!p)
+            return JOURNAL_IO;
+        self->scratch = p;
+        self->scratch_cap = need;
+    }
+    char *s = self->scratch;
+    memcpy(s, key->mv_data, key->mv_size);
+    s[key->mv_size] = '\0';
+    memcpy(s + key->mv_size + 1, (const uint8_t *)val->mv_data + CURSOR_HDR, flen);
+    s[key->mv_size + 1 + flen] = '\0';
+    c->agency = s;
+    c->name = s + (sep - (const char *)key->mv_data) + 1;
+    c->filters = s + key->mv_size + 1;
+    c->acked = s_get_u64le(val->mv_data);
+    return JOURNAL_OK;
+}
+
+int journal_cursor_get(journal_t *self, const char *agency, const char *name, uint64_t *acked,
+                       char **filters)
+{
+    assert(self && acked);
+    char kbuf[KEY_BUF];
+    size_t klen = s_pair_key(self, agency, name, kbuf);
+    if (klen == 0)
+        return JOURNAL_INVALID;
+    MDB_txn *txn;
+    int jrc = s_read_begin(self, &txn);
+    if (jrc)
+        return jrc;
+    MDB_val key = {klen, kbuf}, val;
+    int rc = mdb_get(txn, self->cursors_db, &key, &val);
+    if (rc == MDB_NOTFOUND) {
+        jrc = JOURNAL_NOTFOUND;
+        goto abort_txn;
+    }
+    if (rc) {
+        jrc = s_fail("cursor_get", rc);
+        goto abort_txn;
+    }
+    if (val.mv_size < CURSOR_HDR) {
+        jrc = s_corrupt("cursor", 0);
+        goto abort_txn;
+    }
+    if (filters) {
+        size_t flen = val.mv_size - CURSOR_HDR;
+        char *copy = malloc(flen + 1);
+        if (!copy) {
+            jrc = JOURNAL_IO;
+            goto abort_txn;
+        }
+        memcpy(copy, (const uint8_t *)val.mv_data + CURSOR_HDR, flen);
+        copy[flen] = '\0';
+        *filters = copy;
+    }
+    *acked = s_get_u64le(val.mv_data);
+abort_txn:
+    mdb_txn_abort(txn);
+    return jrc;
+}
+
+int journal_cursor_each(journal_t *self, journal_cursor_fn fn, void *arg)
+{
+    assert(self && fn);
+    MDB_txn *txn;
+    int jrc = s_read_begin(self, &txn);
+    if (jrc)
+        return jrc;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, self->cursors_db, &cur);
+    if (rc) {
+        jrc = s_fail("cursor_open", rc);
+        goto abort_txn;
+    }
+    MDB_val key, val;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        journal_cursor_t c;
+        if ((jrc = s_cursor_parse(self, &key, &val, &c)))
+            goto close_cursor;
+        int v = fn(&c, arg);
+        if (v) {
+            jrc = v;
+            goto close_cursor;
+        }
+    }
+    if (rc != MDB_NOTFOUND)
+        jrc = s_fail("cursor_each", rc);
+close_cursor:
+    mdb_cursor_close(cur);
+abort_txn:
+    mdb_txn_abort(txn);
+    return jrc;
+}
+
+int journal_stats(journal_t *self, journal_stats_t *out)
+{
+    assert(self && out);
+    MDB_txn *txn;
+    int jrc = s_read_begin(self, &txn);
+    if (jrc)
+        return jrc;
+    MDB_stat st;
+    MDB_envinfo info;
+    int rc = mdb_stat(txn, self->log_db, &st);
+    mdb_txn_abort(txn);
+    if (rc)
+        return s_fail("stat", rc);
+    if ((rc = mdb_env_info(self->env, &info)))
+        return s_fail("env_info", rc);
+    struct stat fst;
+    if (stat(self->data_path, &fst) != 0) {
+        log_error("journal", "event=stat_failed error=%s", strerror(errno));
+        return JOURNAL_IO;
+    }
+    self->map_size = info.me_mapsize;
+    *out = (journal_stats_t){
+        .entries = st.ms_entries,
+        .map_size = info.me_mapsize,
+        .map_max = self->map_max,
+        .used_bytes = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize,
+        .file_bytes = (uint64_t)fst.st_size,
+    };
+    return JOURNAL_OK;
+}
+
+const char *journal_strerror(int code)
+{
+    switch (code) {
+    case JOURNAL_OK: return "ok";
+    case JOURNAL_FULL: return "journal full: map size ceiling reached";
+    case JOURNAL_IO: return "journal I/O or LMDB error";
+    case JOURNAL_CORRUPT: return "journal entry or record does not parse";
+    case JOURNAL_NOTFOUND: return "no such journal record";
+    case JOURNAL_INVALID: return "invalid argument";
+    default: return "unknown journal error";
+    }
+}

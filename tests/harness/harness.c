@@ -1,0 +1,301 @@
+/* harness - start real civibusd processes for integration tests and benchmarks.
+ *
+ * The ready line is read from a pipe with poll(), so a hub that never gets
+ * ready fails the test after a bounded wait instead of hanging it.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keyfile.h"
+
+#define MAX_ARGS 64
+#define MAX_KEYS 16
+
+struct harness {
+    char dir[256];
+    char data[300];
+    char registry[300];
+    char keys[300];
+    char hub_pub[320];
+    char hub_key[320];
+    char log[300];
+    char endpoint[128];
+    char key_paths[MAX_KEYS][400];
+    char key_names[MAX_KEYS][80];
+    int n_keys;
+    pid_t pid;
+};
+
+static void s_sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+harness_t *harness_new(void)
+{
+    harness_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    snprintf(self->dir, sizeof self->dir, "/tmp/civibus-test-XXXXXX");
+    if (!mkdtemp(self->dir)) {
+        perror("harness: mkdtemp");
+        free(self);
+        return NULL;
+    }
+    snprintf(self->data, sizeof self->data, "%s/data", self->dir);
+    snprintf(self->registry, sizeof self->registry, "%s/registry", self->dir);
+    snprintf(self->keys, sizeof self->keys, "%s/keys", self->dir);
+    snprintf(self->hub_pub, sizeof self->hub_pub, "%s/hub.pub", self->keys);
+    snprintf(self->hub_key, sizeof self->hub_key, "%s/hub.key", self->keys);
+    snprintf(self->log, sizeof self->log, "%s/hub.log", self->dir);
+    snprintf(self->endpoint, sizeof self->endpoint, "tcp://127.0.0.1:*");
+    char err[512];
+    if (mkdir(self->registry, 0700) != 0 || keyfile_generate(self->keys, "hub", NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "harness: set-up failed: %s\n", err);
+        harness_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void harness_destroy(harness_t **self_p)
+{
+    harness_t *self = self_p ? *self_p : NULL;
+    if (!self)
+        return;
+    if (self->pid > 0)
+        harness_kill(self);
+    if (!getenv("KEEP_TEST_DIRS")) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", self->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "harness: could not remove %s\n", self->dir);
+    }
+    free(self);
+    *self_p = NULL;
+}
+
+static int s_keygen(harness_t *self, const char *agency, bool registered)
+{
+    char err[512];
+    if (self->n_keys == MAX_KEYS)
+        return -1;
+    if (keyfile_generate(self->keys, agency, agency, err, sizeof err) != 0) {
+        fprintf(stderr, "harness: keygen %s: %s\n", agency, err);
+        return -1;
+    }
+    snprintf(self->key_names[self->n_keys], sizeof self->key_names[0], "%s", agency);
+    snprintf(self->key_paths[self->n_keys], sizeof self->key_paths[0], "%s/%s.key", self->keys, agency);
+    self->n_keys++;
+    if (!registered)
+        return 0;
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "cp '%s/%s.pub' '%s/%s.pub'", self->keys, agency, self->registry, agency);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int harness_add_agency(harness_t *self, const char *agency)
+{
+    return s_keygen(self, agency, true);
+}
+
+int harness_add_outsider(harness_t *self, const char *agency)
+{
+    return s_keygen(self, agency, false);
+}
+
+const char *harness_key(harness_t *self, const char *agency)
+{
+    for (int i = 0; i < self->n_keys; i++)
+        if (strcmp(self->key_names[i], agency) == 0)
+            return self->key_paths[i];
+    return NULL;
+}
+
+int harness_start(harness_t *self, const char *const *extra_args)
+{
+    if (self->pid > 0)
+        return -1;
+    const char *bin = getenv("CIVIBUSD") ? getenv("CIVIBUSD") : "build/civibusd";
+    const char *argv[MAX_ARGS];
+    int n = 0;
+    argv[n++] = bin;
+    argv[n++] = "--data";
+    argv[n++] = self->data;
+    argv[n++] = "--listen";
+    argv[n++] = self->endpoint;
+    argv[n++] = "--registry";
+    argv[n++] = self->registry;
+    argv[n++] = "--key";
+    argv[n++] = self->hub_key;
+    for (int i = 0; extra_args && extra_args[i] && n < MAX_ARGS - 1; i++)
+        argv[n++] = extra_args[i];
+    argv[n] = NULL;
+
+    int out[2];
+    if (pipe(out) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(out[0]);
+        close(out[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        int logfd = open(self->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        dup2(out[1], STDOUT_FILENO);
+        if (logfd >= 0)
+            dup2(logfd, STDERR_FILENO);
+        close(out[0]);
+        execv(bin, (char *const *)argv);
+        fprintf(stderr, "harness: exec %s: %s\n", bin, strerror(errno));
+        _exit(127);
+    }
+    close(out[1]);
+    self->pid = pid;
+    char buf[512];
+    size_t have = 0;
+    int waited = 0, rc = -1;
+    while (waited < 15000 && have < sizeof buf - 1) {
+        struct pollfd p = {.fd = out[0], .events = POLLIN};
+        int r = poll(&p, 1, 100);
+        waited += 100;
+        if (r > 0) {
+            ssize_t got = read(out[0], buf + have, sizeof buf - 1 - have);
+            if (got <= 0)
+                break;
+            have += (size_t)got;
+            buf[have] = '\0';
+            char *line = strstr(buf, "civibusd ready endpoint=");
+            char *nl = line ? strchr(line, '\n') : NULL;
+            if (nl) {
+                *nl = '\0';
+                snprintf(self->endpoint, sizeof self->endpoint, "%s", line + strlen("civibusd ready endpoint="));
+                rc = 0;
+                break;
+            }
+        }
+    }
+    close(out[0]);
+    if (rc != 0) {
+        fprintf(stderr, "harness: civibusd did not get ready\n");
+        harness_dump_log(self);
+        harness_kill(self);
+    }
+    return rc;
+}
+
+static int s_reap(harness_t *self, int timeout_ms)
+{
+    int status;
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        pid_t r = waitpid(self->pid, &status, WNOHANG);
+        if (r == self->pid) {
+            self->pid = 0;
+            if (WIFEXITED(status))
+                return WEXITSTATUS(status);
+            return 128 + WTERMSIG(status);
+        }
+        if (r < 0)
+            return -1;
+        s_sleep_ms(20);
+    }
+    return -2;
+}
+
+int harness_stop(harness_t *self)
+{
+    if (self->pid <= 0)
+        return -1;
+    kill(self->pid, SIGTERM);
+    int rc = s_reap(self, 15000);
+    if (rc == -2) {
+        fprintf(stderr, "harness: civibusd ignored SIGTERM for 15 s; killing it\n");
+        harness_kill(self);
+        return -1;
+    }
+    return rc;
+}
+
+int harness_kill(harness_t *self)
+{
+    if (self->pid <= 0)
+        return -1;
+    kill(self->pid, SIGKILL);
+    return s_reap(self, 15000);
+}
+
+bool harness_running(const harness_t *self)
+{
+    return self->pid > 0;
+}
+
+pid_t harness_pid(const harness_t *self)
+{
+    return self->pid;
+}
+
+const char *harness_dir(const harness_t *self)
+{
+    return self->dir;
+}
+
+const char *harness_data_dir(const harness_t *self)
+{
+    return self->data;
+}
+
+const char *harness_endpoint(const harness_t *self)
+{
+    return self->endpoint;
+}
+
+const char *harness_hub_pub(const harness_t *self)
+{
+    return self->hub_pub;
+}
+
+civ_client_t *harness_client(harness_t *self, const char *agency, int timeout_ms)
+{
+    civ_options_t o = {.endpoint = self->endpoint,
+                       .hub_key_file = self->hub_pub,
+                       .key_file = harness_key(self, agency),
+                       .timeout_ms = timeout_ms};
+    civ_error_t err;
+    civ_client_t *c = civ_client_new(&o, &err);
+    if (!c)
+        fprintf(stderr, "harness: client %s: %s\n", agency, err.message);
+    return c;
+}
+
+void harness_dump_log(const harness_t *self)
+{
+    FILE *f = fopen(self->log, "r");
+    if (!f)
+        return;
+    char line[2048];
+    fprintf(stderr, "---- %s ----\n", self->log);
+    while (fgets(line, sizeof line, f))
+        fputs(line, stderr);
+    fclose(f);
+}
+
+int harness_sh(const char *cmd)
+{
+    int st = system(cmd);
+    if (st == -1 || !WIFEXITED(st))
+        return -1;
+    return WEXITSTATUS(st);
+}

@@ -1,0 +1,60 @@
+/* harness - start real civibusd processes for integration tests and benchmarks.
+ *
+ * A harness owns a temporary directory holding the hub's keys, an agency
+ * registry, agency keys and the hub's data directory, and at most one running
+ * civibusd (its PID is kept, and it is killed in harness_destroy whatever
+ * happened). The hub listens on 127.0.0.1 on a port chosen at the first start
+ * and reused at every restart, so clients reconnect to the same endpoint.
+ * The daemon's binary is $CIVIBUSD, else build/civibusd. Its stderr goes to
+ * DIR/hub.log; harness_dump_log prints it after a failure.
+ */
+#ifndef CIVIBUS_HARNESS_H
+#define CIVIBUS_HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "civibus.h"
+
+typedef struct harness harness_t;
+
+/* Create the temporary directory and the hub's keys. NULL on error. */
+harness_t *harness_new(void);
+/* Kill the hub if it runs, remove the directory (unless $KEEP_TEST_DIRS). */
+void harness_destroy(harness_t **self_p);
+
+/* Generate keys for agency and add it to the registry; 0 on success. */
+int harness_add_agency(harness_t *self, const char *agency);
+/* Generate keys for agency WITHOUT registering them (an outsider's key). */
+int harness_add_outsider(harness_t *self, const char *agency);
+
+/* Start civibusd with the harness's settings, plus extra flags (NULL-ended
+ * list, may be NULL), and wait up to 15 s for its ready line. 0 on success. */
+int harness_start(harness_t *self, const char *const *extra_args);
+/* SIGTERM and wait up to 15 s (then SIGKILL). Returns the exit status
+ * (0..255), 128+signal if killed, -1 on error. */
+int harness_stop(harness_t *self);
+/* SIGKILL the hub and reap it. */
+int harness_kill(harness_t *self);
+bool harness_running(const harness_t *self);
+pid_t harness_pid(const harness_t *self);
+
+const char *harness_dir(const harness_t *self);
+const char *harness_data_dir(const harness_t *self);
+const char *harness_endpoint(const harness_t *self);
+const char *harness_hub_pub(const harness_t *self);
+/* Path of agency's secret key file (valid while the harness lives). */
+const char *harness_key(harness_t *self, const char *agency);
+
+/* A connected SDK client for agency (timeout_ms 0: 5000). NULL on error
+ * (printed). */
+civ_client_t *harness_client(harness_t *self, const char *agency, int timeout_ms);
+
+/* Print the hub's log to stderr (for a failing test). */
+void harness_dump_log(const harness_t *self);
+
+/* Run cmd (a shell command) and return its exit status; for tests that use
+ * the CLI. */
+int harness_sh(const char *cmd);
+
+#endif

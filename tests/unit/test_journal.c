@@ -1,0 +1,794 @@
+/* test_journal - unit tests of the LMDB journal, on real files.
+ *
+ * Each test gets a fresh directory from mkdtemp under /tmp, removed by the
+ * teardown. Events are generated from their number, so any entry can be
+ * checked byte for byte after reopening. The read-only test forks: LMDB
+ * forbids opening one environment twice in one process, and offline tools
+ * read from another process anyway.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "log.h"
+
+#define MIB ((size_t)1 << 20)
+
+typedef struct {
+    char dir[64];
+    journal_opts_t opts;
+} fixture_t;
+
+/* --- helpers ------------------------------------------------------------- */
+
+static int s_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int s_setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/civibus-journal-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->opts = (journal_opts_t){.dir = f->dir, .no_sync = true};
+    *state = f;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    fixture_t *f = *state;
+    nftw(f->dir, s_rm, 8, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* Event number k: 8 bytes of k (LE) then len-8 pseudo-random bytes seeded by k,
+ * zero bytes included on purpose. */
+static void s_event_fill(uint8_t *buf, size_t len, uint64_t k)
+{
+    assert_true(len >= 8);
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)(k >> (8 * i));
+    uint64_t x = k * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 8; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf[i] = (uint8_t)(x % 7 == 0 ? 0 : x);
+    }
+}
+
+static uint64_t s_event_number(const uint8_t *buf)
+{
+    uint64_t k = 0;
+    for (int i = 7; i >= 0; i--)
+        k = (k << 8) | buf[i];
+    return k;
+}
+
+static bool s_event_check(const uint8_t *buf, size_t len, uint64_t k)
+{
+    if (len < 8)
+        return false;
+    uint8_t *want = malloc(len);
+    s_event_fill(want, len, k);
+    bool ok = memcmp(want, buf, len) == 0;
+    free(want);
+    return ok;
+}
+
+static size_t s_event_len(uint64_t k)
+{
+    return 64 + (size_t)(k * 37 % 300);
+}
+
+static const char *s_type_of(uint64_t k)
+{
+    static const char *types[] = {"population.birth.registered", "tax.return.filed",
+                                  "health.visit", "a"};
+    return types[k % 4];
+}
+
+/* A batch of events numbered first..first+n-1 from one source, with ids
+ * "ev-<k>". Owns its memory; s_batch_free releases it. */
+typedef struct {
+    journal_entry_t *e;
+    uint8_t **bufs;
+    char **ids;
+    size_t n;
+} batch_t;
+
+static batch_t s_batch(const char *source, uint64_t first, size_t n, size_t len)
+{
+    batch_t b = {calloc(n, sizeof(journal_entry_t)), calloc(n, sizeof(uint8_t *)),
+                 calloc(n, sizeof(char *)), n};
+    assert_non_null(b.e);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t k = first + i;
+        size_t l = len ? len : s_event_len(k);
+        b.bufs[i] = malloc(l);
+        s_event_fill(b.bufs[i], l, k);
+        b.ids[i] = malloc(32);
+        snprintf(b.ids[i], 32, "ev-%llu", (unsigned long long)k);
+        b.e[i] = (journal_entry_t){.source = source, .event_id = b.ids[i], .type = s_type_of(k),
+                                   .event = b.bufs[i], .event_len = l};
+    }
+    return b;
+}
+
+static void s_batch_free(batch_t *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->bufs[i]);
+        free(b->ids[i]);
+    }
+    free(b->bufs);
+    free(b->ids);
+    free(b->e);
+}
+
+/* Scan visitor collecting what it saw; checks order and content as it goes. */
+typedef struct {
+    uint64_t count;
+    uint64_t first;
+    uint64_t last;
+    int64_t last_received_at;
+    bool ordered;     /* seqs consecutive, received_at non-decreasing */
+    bool content_ok;  /* event = s_event_fill(event number), type matches */
+    bool number_is_seq; /* event number equals seq (no duplicates appended) */
+    uint64_t stop_at; /* return 42 at this seq (0: never) */
+} scan_t;
+
+static int s_visit(const journal_record_t *rec, void *arg)
+{
+    scan_t *s = arg;
+    if (s->count == 0) {
+        s->first = rec->seq;
+    } else if (rec->seq != s->last + 1 || rec->received_at < s->last_received_at) {
+        s->ordered = false;
+    }
+    s->count++;
+    s->last = rec->seq;
+    s->last_received_at = rec->received_at;
+    uint64_t k = rec->event_len >= 8 ? s_event_number(rec->event) : 0;
+    const char *type = s_type_of(k);
+    if (!s_event_check(rec->event, rec->event_len, k) || rec->type_len != strlen(type) ||
+        memcmp(rec->type, type, rec->type_len) != 0)
+        s->content_ok = false;
+    if (k != rec->seq)
+        s->number_is_seq = false;
+    return s->stop_at && rec->seq == s->stop_at ? 42 : 0;
+}
+
+static scan_t s_scan(journal_t *j, uint64_t from, size_t max, int *rc)
+{
+    scan_t s = {.ordered = true, .content_ok = true, .number_is_seq = true};
+    *rc = journal_scan(j, from, max, s_visit, &s);
+    return s;
+}
+
+/* Check that the whole log is 1..last, gapless, intact, event k at seq k. */
+static void s_check_log(journal_t *j, uint64_t last)
+{
+    int rc;
+    scan_t s = s_scan(j, 0, 0, &rc);
+    assert_int_equal(rc, JOURNAL_OK);
+    assert_int_equal(s.count, last);
+    if (last) {
+        assert_int_equal(s.first, 1);
+        assert_int_equal(s.last, last);
+    }
+    assert_true(s.ordered);
+    assert_true(s.content_ok);
+    assert_true(s.number_is_seq);
+    assert_int_equal(journal_last_seq(j), last);
+    assert_int_equal(journal_first_seq(j), last ? 1 : 0);
+}
+
+/* Append events first..first+n-1 (expected to be new) and check outputs. */
+static void s_append(journal_t *j, uint64_t first, size_t n)
+{
+    batch_t b = s_batch("ee.population-register", first, n, 0);
+    assert_int_equal(journal_append_batch(j, b.e, n, NULL, 0), JOURNAL_OK);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(b.e[i].seq, first + i);
+        assert_false(b.e[i].duplicate);
+        assert_int_equal(b.e[i].received_at, b.e[0].received_at);
+    }
+    s_batch_free(&b);
+}
+
+/* --- tests --------------------------------------------------------------- */
+
+static void test_append_and_read_back(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    assert_int_equal(journal_first_seq(j), 0);
+    assert_int_equal(journal_last_seq(j), 0);
+    s_check_log(j, 0);
+
+    int64_t before = (int64_t)time(NULL) * 1000000 - 1000000;
+    batch_t b = s_batch("ee.population-register", 1, 100, 0);
+    assert_int_equal(journal_append_batch(j, b.e, b.n, NULL, 0), JOURNAL_OK);
+    for (size_t i = 0; i < b.n; i++) {
+        assert_int_equal(b.e[i].seq, i + 1);
+        assert_false(b.e[i].duplicate);
+        assert_true(b.e[i].received_at >= before);
+        assert_int_equal(b.e[i].received_at, b.e[0].received_at);
+    }
+    s_batch_free(&b);
+    s_append(j, 101, 50);
+    s_check_log(j, 150);
+
+    /* from/max windows */
+    int rc;
+    scan_t s = s_scan(j, 51, 10, &rc);
+    assert_int_equal(rc, JOURNAL_OK);
+    assert_int_equal(s.count, 10);
+    assert_int_equal(s.first, 51);
+    assert_int_equal(s.last, 60);
+    s = s_scan(j, 151, 0, &rc);
+    assert_int_equal(rc, JOURNAL_OK);
+    assert_int_equal(s.count, 0);
+    s = s_scan(j, 140, 0, &rc);
+    assert_int_equal(s.count, 11);
+    /* the visitor's non-zero value stops the scan and is returned */
+    scan_t stop = {.ordered = true, .content_ok = true, .number_is_seq = true, .stop_at = 5};
+    assert_int_equal(journal_scan(j, 1, 0, s_visit, &stop), 42);
+    assert_int_equal(stop.count, 5);
+
+    journal_stats_t st;
+    assert_int_equal(journal_stats(j, &st), JOURNAL_OK);
+    assert_int_equal(st.entries, 150);
+    assert_true(st.used_bytes > 150 * 64);
+    assert_true(st.used_bytes <= st.map_size);
+    assert_true(st.file_bytes > 0);
+    assert_int_equal(st.map_size, 64 * MIB);
+    assert_int_equal(st.map_max, (uint64_t)64 << 30);
+    journal_destroy(&j);
+    assert_null(j);
+    journal_destroy(&j); /* NULL-safe */
+    journal_destroy(NULL);
+}
+
+static void test_reopen_continues(void **state)
+{
+    fixture_t *f = *state;
+    f->opts.no_sync = false; /* the durable path, once */
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    s_append(j, 1, 10);
+    journal_destroy(&j);
+
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    assert_int_equal(journal_first_seq(j), 1);
+    assert_int_equal(journal_last_seq(j), 10);
+    s_append(j, 11, 5);
+    s_check_log(j, 15);
+    journal_destroy(&j);
+
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    s_check_log(j, 15);
+    journal_destroy(&j);
+}
+
+static void test_duplicates(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    s_append(j, 1, 3); /* ev-1..ev-3 from ee.population-register */
+    int rc;
+    scan_t s0 = s_scan(j, 0, 0, &rc);
+    int64_t t1 = s0.last_received_at;
+
+    uint8_t other[100], ev4[100], ev5[80];
+    s_event_fill(other, sizeof other, 999);
+    s_event_fill(ev4, sizeof ev4, 4);
+    s_event_fill(ev5, sizeof ev5, 5);
+    journal_entry_t e[4] = {
+        /* same source and id as seq 2, different bytes: a duplicate */
+        {.source = "ee.population-register", .event_id = "ev-2", .type = "x",
+         .event = other, .event_len = sizeof other},
+        {.source = "ee.population-register", .event_id = "ev-4", .type = s_type_of(4),
+         .event = ev4, .event_len = sizeof ev4},
+        /* repeated inside the batch: resolves to the first */
+        {.source = "ee.population-register", .event_id = "ev-4", .type = "x",
+         .event = other, .event_len = sizeof other},
+        /* same id, other source: not a duplicate */
+        {.source = "tax-office", .event_id = "ev-1", .type = s_type_of(5),
+         .event = ev5, .event_len = sizeof ev5},
+    };
+    assert_int_equal(journal_append_batch(j, e, 4, NULL, 0), JOURNAL_OK);
+    assert_true(e[0].duplicate);
+    assert_int_equal(e[0].seq, 2);
+    assert_int_equal(e[0].received_at, t1);
+    assert_false(e[1].duplicate);
+    assert_int_equal(e[1].seq, 4);
+    assert_true(e[2].duplicate);
+    assert_int_equal(e[2].seq, 4);
+    assert_int_equal(e[2].received_at, e[1].received_at);
+    assert_false(e[3].duplicate);
+    assert_int_equal(e[3].seq, 5);
+    assert_true(e[1].received_at >= t1);
+    s_check_log(j, 5); /* nothing of the duplicates was written */
+
+    /* a batch of only duplicates writes nothing and moves nothing */
+    journal_entry_t d = e[3];
+    assert_int_equal(journal_append_batch(j, &d, 1, NULL, 0), JOURNAL_OK);
+    assert_true(d.duplicate);
+    assert_int_equal(d.seq, 5);
+    assert_int_equal(journal_last_seq(j), 5);
+
+    /* dedup survives a reopen */
+    journal_destroy(&j);
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    d.duplicate = false;
+    d.seq = 0;
+    assert_int_equal(journal_append_batch(j, &d, 1, NULL, 0), JOURNAL_OK);
+    assert_true(d.duplicate);
+    assert_int_equal(d.seq, 5);
+    s_check_log(j, 5);
+    journal_destroy(&j);
+}
+
+static void test_invalid_arguments(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    uint8_t ev[16] = {0};
+    journal_entry_t ok = {.source = "a", .event_id = "1", .type = "t", .event = ev, .event_len = 16};
+    journal_entry_t bad[5] = {ok, ok, ok, ok, ok};
+    bad[0].source = "";
+    bad[1].event_id = NULL;
+    bad[2].type = NULL;
+    bad[3].event = NULL;
+    char longid[600];
+    memset(longid, 'x', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    bad[4].event_id = longid; /* beyond LMDB's key size */
+    for (int i = 0; i < 5; i++) {
+        journal_entry_t batch[2] = {ok, bad[i]};
+        assert_int_equal(journal_append_batch(j, batch, 2, NULL, 0), JOURNAL_INVALID);
+    }
+    journal_cursor_t c = {.agency = "a", .name = "", .acked = 1};
+    assert_int_equal(journal_save_cursors(j, &c, 1), JOURNAL_INVALID);
+    assert_int_equal(journal_append_batch(j, &ok, 1, &c, 1), JOURNAL_INVALID);
+    assert_int_equal(journal_last_seq(j), 0);
+    s_check_log(j, 0);
+    assert_int_equal(journal_append_batch(j, NULL, 0, NULL, 0), JOURNAL_OK);
+    journal_destroy(&j);
+
+    journal_opts_t none = {.dir = NULL};
+    assert_null(journal_new(&none));
+    assert_null(journal_new(NULL));
+    assert_string_equal(journal_strerror(JOURNAL_FULL), "journal full: map size ceiling reached");
+    assert_string_equal(journal_strerror(12345), "unknown journal error");
+}
+
+static void test_received_at_monotonic(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    int64_t prev = 0;
+    for (uint64_t k = 1; k <= 200; k += 4) {
+        batch_t b = s_batch("ee.population-register", k, 4, 0);
+        assert_int_equal(journal_append_batch(j, b.e, 4, NULL, 0), JOURNAL_OK);
+        assert_true(b.e[0].received_at >= prev);
+        prev = b.e[0].received_at;
+        s_batch_free(&b);
+    }
+    s_check_log(j, 200); /* checks received_at never decreases along the log */
+    journal_destroy(&j);
+}
+
+static void test_seq_at_time(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    uint64_t seq = 99;
+    assert_int_equal(journal_seq_at_time(j, 0, &seq), JOURNAL_OK);
+    assert_int_equal(seq, 1); /* empty: last + 1 */
+
+    int64_t t[6];
+    for (int i = 0; i < 6; i++) {
+        batch_t b = s_batch("ee.population-register", (uint64_t)i * 3 + 1, 3, 0);
+        assert_int_equal(journal_append_batch(j, b.e, 3, NULL, 0), JOURNAL_OK);
+        t[i] = b.e[0].received_at;
+        s_batch_free(&b);
+        usleep(3000); /* distinct batch times, microseconds apart at least */
+    }
+    for (int i = 0; i < 6; i++) {
+        assert_true(i == 0 || t[i] > t[i - 1]);
+        assert_int_equal(journal_seq_at_time(j, t[i], &seq), JOURNAL_OK);
+        assert_int_equal(seq, (uint64_t)i * 3 + 1);
+        assert_int_equal(journal_seq_at_time(j, t[i] - 1, &seq), JOURNAL_OK);
+        assert_int_equal(seq, (uint64_t)i * 3 + 1);
+        assert_int_equal(journal_seq_at_time(j, t[i] + 1, &seq), JOURNAL_OK);
+        assert_int_equal(seq, (uint64_t)i * 3 + 4); /* next batch, or last + 1 */
+    }
+    assert_int_equal(journal_seq_at_time(j, INT64_MIN, &seq), JOURNAL_OK);
+    assert_int_equal(seq, 1);
+    assert_int_equal(journal_seq_at_time(j, INT64_MAX, &seq), JOURNAL_OK);
+    assert_int_equal(seq, 19);
+    journal_destroy(&j);
+}
+
+typedef struct {
+    int n;
+    char seen[8][160];
+} each_t;
+
+static int s_each(const journal_cursor_t *c, void *arg)
+{
+    each_t *e = arg;
+    if (e->n < 8)
+        snprintf(e->seen[e->n], sizeof e->seen[0], "%s|%s|%llu|%s", c->agency, c->name,
+                 (unsigned long long)c->acked, c->filters);
+    e->n++;
+    return 0;
+}
+
+static int s_each_stop(const journal_cursor_t *c, void *arg)
+{
+    (void)c;
+    ++*(int *)arg;
+    return 7;
+}
+
+static void test_cursors(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    uint64_t acked = 77;
+    char *filters = NULL;
+    assert_int_equal(journal_cursor_get(j, "tax-office", "main", &acked, &filters),
+                     JOURNAL_NOTFOUND);
+    assert_null(filters);
+
+    journal_cursor_t cs[3] = {
+        {.agency = "tax-office", .name = "main", .acked = 0, .filters = "population.*"},
+        {.agency = "tax-office", .name = "audit", .acked = 12, .filters = "*"},
+        {.agency = "health", .name = "main", .acked = 3, .filters = "a.b\nc.*"},
+    };
+    assert_int_equal(journal_save_cursors(j, cs, 3), JOURNAL_OK);
+    assert_int_equal(journal_cursor_get(j, "tax-office", "main", &acked, &filters), JOURNAL_OK);
+    assert_int_equal(acked, 0);
+    assert_string_equal(filters, "population.*");
+    free(filters);
+    assert_int_equal(journal_cursor_get(j, "health", "main", &acked, NULL), JOURNAL_OK);
+    assert_int_equal(acked, 3);
+    /* agency and name are separate: "tax-office"+"main" is not "tax"+"-office..." */
+    assert_int_equal(journal_cursor_get(j, "tax", "office", &acked, NULL), JOURNAL_NOTFOUND);
+
+    /* overwrite; NULL filters store as empty */
+    cs[1].acked = 40;
+    cs[1].filters = NULL;
+    assert_int_equal(journal_save_cursors(j, &cs[1], 1), JOURNAL_OK);
+    assert_int_equal(journal_cursor_get(j, "tax-office", "audit", &acked, &filters), JOURNAL_OK);
+    assert_int_equal(acked, 40);
+    assert_string_equal(filters, "");
+    free(filters);
+
+    /* a cursor saved together with a batch */
+    batch_t b = s_batch("health", 1, 5, 0);
+    journal_cursor_t c = {.agency = "tax-office", .name = "main", .acked = 4,
+                          .filters = "population.*\ntax.*"};
+    assert_int_equal(journal_append_batch(j, b.e, 5, &c, 1), JOURNAL_OK);
+    s_batch_free(&b);
+    assert_int_equal(journal_cursor_get(j, "tax-office", "main", &acked, &filters), JOURNAL_OK);
+    assert_int_equal(acked, 4);
+    assert_string_equal(filters, "population.*\ntax.*");
+    free(filters);
+
+    /* survives reopen; each visits in key order */
+    journal_destroy(&j);
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    each_t e = {0};
+    assert_int_equal(journal_cursor_each(j, s_each, &e), JOURNAL_OK);
+    assert_int_equal(e.n, 3);
+    assert_string_equal(e.seen[0], "health|main|3|a.b\nc.*");
+    assert_string_equal(e.seen[1], "tax-office|audit|40|");
+    assert_string_equal(e.seen[2], "tax-office|main|4|population.*\ntax.*");
+    int calls = 0;
+    assert_int_equal(journal_cursor_each(j, s_each_stop, &calls), 7);
+    assert_int_equal(calls, 1);
+    assert_int_equal(journal_save_cursors(j, NULL, 0), JOURNAL_OK);
+    journal_destroy(&j);
+}
+
+static void test_map_growth(void **state)
+{
+    fixture_t *f = *state;
+    f->opts.map_init = 1 * MIB;
+    f->opts.map_max = 256 * MIB;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    journal_stats_t st;
+    assert_int_equal(journal_stats(j, &st), JOURNAL_OK);
+    assert_int_equal(st.map_size, 1 * MIB);
+
+    /* ~10 MiB in batches of 100 x 1 KiB */
+    uint64_t k = 1;
+    for (int i = 0; i < 100; i++, k += 100) {
+        batch_t b = s_batch("ee.population-register", k, 100, 1024);
+        assert_int_equal(journal_append_batch(j, b.e, 100, NULL, 0), JOURNAL_OK);
+        assert_int_equal(b.e[99].seq, k + 99);
+        s_batch_free(&b);
+    }
+    /* one entry bigger than two doublings, in a single batch */
+    batch_t big = s_batch("ee.population-register", k, 1, 24 * MIB);
+    assert_int_equal(journal_append_batch(j, big.e, 1, NULL, 0), JOURNAL_OK);
+    assert_int_equal(big.e[0].seq, k);
+    s_batch_free(&big);
+
+    assert_int_equal(journal_stats(j, &st), JOURNAL_OK);
+    assert_true(st.map_size >= 32 * MIB);
+    assert_true(st.map_size <= 256 * MIB);
+    assert_true(st.used_bytes > 34 * MIB);
+    assert_int_equal(st.entries, k);
+    s_check_log(j, k);
+    journal_destroy(&j);
+
+    /* the grown size is kept, not shrunk back to map_init */
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    journal_stats_t st2;
+    assert_int_equal(journal_stats(j, &st2), JOURNAL_OK);
+    assert_int_equal(st2.map_size, st.map_size);
+    s_check_log(j, k);
+    journal_destroy(&j);
+}
+
+static void test_map_full(void **state)
+{
+    fixture_t *f = *state;
+    f->opts.map_init = 1 * MIB;
+    f->opts.map_max = 2 * MIB;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+
+    uint64_t k = 1;
+    int rc = JOURNAL_OK;
+    int batches = 0;
+    for (; batches < 1000; batches++) {
+        batch_t b = s_batch("ee.population-register", k, 10, 4000);
+        rc = journal_append_batch(j, b.e, 10, NULL, 0);
+        s_batch_free(&b);
+        if (rc != JOURNAL_OK)
+            break;
+        k += 10;
+    }
+    assert_int_equal(rc, JOURNAL_FULL);
+    assert_true(batches > 10); /* it did grow past 1 MiB first */
+    uint64_t last = k - 1;
+    assert_int_equal(journal_last_seq(j), last);
+    journal_stats_t st;
+    assert_int_equal(journal_stats(j, &st), JOURNAL_OK);
+    assert_int_equal(st.map_size, 2 * MIB);
+    assert_int_equal(st.entries, last);
+    s_check_log(j, last); /* reads work, no gaps, nothing of the failed batch */
+
+    /* still full for the same batch; cursors alone may still fit */
+    batch_t b = s_batch("ee.population-register", k, 10, 4000);
+    assert_int_equal(journal_append_batch(j, b.e, 10, NULL, 0), JOURNAL_FULL);
+    s_batch_free(&b);
+    assert_int_equal(journal_last_seq(j), last);
+    journal_cursor_t c = {.agency = "tax-office", .name = "main", .acked = last, .filters = "*"};
+    rc = journal_save_cursors(j, &c, 1);
+    assert_true(rc == JOURNAL_OK || rc == JOURNAL_FULL);
+    /* a small entry can still fit in the remaining space; it gets seq last + 1 */
+    b = s_batch("ee.population-register", k, 1, 64);
+    rc = journal_append_batch(j, b.e, 1, NULL, 0);
+    assert_true(rc == JOURNAL_OK || rc == JOURNAL_FULL);
+    if (rc == JOURNAL_OK) {
+        assert_int_equal(b.e[0].seq, last + 1);
+        last++;
+    }
+    s_batch_free(&b);
+    journal_destroy(&j);
+
+    /* everything acknowledged is intact after reopen */
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    s_check_log(j, last);
+    journal_destroy(&j);
+}
+
+/* The child's side of test_read_only_concurrent: plain checks, exit codes.
+ * It opens the journal only after the writer has committed 20 entries. */
+static int s_reader(const char *dir, int ready_fd, int go_fd)
+{
+    char c;
+    if (read(go_fd, &c, 1) != 1)
+        return 9;
+    journal_opts_t ro = {.dir = dir, .read_only = true};
+    journal_t *j = journal_new(&ro);
+    if (!j)
+        return 10;
+    int code = 0;
+    scan_t s = {.ordered = true, .content_ok = true, .number_is_seq = true};
+    uint64_t acked = 0;
+    journal_entry_t e = {.source = "a", .event_id = "b", .type = "t"};
+    if (journal_last_seq(j) != 20 || journal_first_seq(j) != 1)
+        code = 11;
+    else if (journal_scan(j, 1, 0, s_visit, &s) != JOURNAL_OK || s.count != 20 || !s.ordered ||
+             !s.content_ok)
+        code = 12;
+    else if (journal_append_batch(j, &e, 1, NULL, 0) != JOURNAL_INVALID)
+        code = 13;
+    else if (write(ready_fd, "r", 1) != 1 || read(go_fd, &c, 1) != 1)
+        code = 14;
+    if (code)
+        goto done;
+    /* the writer appended 21..40 and grew the map meanwhile */
+    s = (scan_t){.ordered = true, .content_ok = true, .number_is_seq = true};
+    if (journal_scan(j, 0, 0, s_visit, &s) != JOURNAL_OK || s.count != 40 || s.last != 40 ||
+        !s.ordered || !s.content_ok)
+        code = 15;
+    else if (journal_last_seq(j) != 40)
+        code = 16;
+    else if (journal_cursor_get(j, "tax-office", "main", &acked, NULL) != JOURNAL_OK || acked != 40)
+        code = 17;
+done:
+    journal_destroy(&j);
+    return code;
+}
+
+static void test_read_only_concurrent(void **state)
+{
+    fixture_t *f = *state;
+    /* nothing there yet: a reader does not create */
+    journal_opts_t ro = {.dir = f->dir, .read_only = true};
+    assert_null(journal_new(&ro));
+
+    /* fork before opening anything: LMDB environments must not cross a fork */
+    int ready[2], go[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]);
+        close(go[1]);
+        _exit(s_reader(f->dir, ready[1], go[0]));
+    }
+    close(ready[1]);
+    close(go[0]);
+
+    f->opts.map_init = 1 * MIB;
+    f->opts.no_sync = false;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    s_append(j, 1, 20);
+    assert_int_equal(write(go[1], "g", 1), 1);
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    /* grow the map (1 MiB -> 8 MiB) while the reader holds the old mapping */
+    batch_t b = s_batch("ee.population-register", 21, 20, 200 * 1024);
+    journal_cursor_t cur = {.agency = "tax-office", .name = "main", .acked = 40, .filters = "*"};
+    assert_int_equal(journal_append_batch(j, b.e, 20, &cur, 1), JOURNAL_OK);
+    s_batch_free(&b);
+    journal_stats_t st;
+    assert_int_equal(journal_stats(j, &st), JOURNAL_OK);
+    assert_true(st.map_size > 1 * MIB);
+    assert_int_equal(write(go[1], "g", 1), 1);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    close(ready[0]);
+    close(go[1]);
+    journal_destroy(&j);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* Rewrite data in place with raw LMDB (the journal closed meanwhile). */
+static void s_raw_put(const char *dir, const char *db, unsigned db_flags, MDB_val *key, MDB_val *val)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, db_flags, &dbi), 0);
+    assert_int_equal(mdb_put(txn, dbi, key, val, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void test_corrupt_entry_and_version(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    s_append(j, 1, 3);
+    journal_destroy(&j);
+
+    /* entry 2 claims a type longer than itself */
+    uint64_t seq = 2;
+    uint8_t bad[20] = {1, 0, 0xe8, 0x03};
+    MDB_val key = {sizeof seq, &seq}, val = {sizeof bad, bad};
+    s_raw_put(f->dir, "log", MDB_INTEGERKEY, &key, &val);
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    int rc;
+    scan_t s = s_scan(j, 1, 0, &rc);
+    assert_int_equal(rc, JOURNAL_CORRUPT);
+    assert_int_equal(s.count, 1);
+    journal_destroy(&j);
+
+    /* an unknown format version is refused */
+    uint8_t v2[4] = {2, 0, 0, 0};
+    key = (MDB_val){7, "version"};
+    val = (MDB_val){sizeof v2, v2};
+    s_raw_put(f->dir, "meta", 0, &key, &val);
+    assert_null(journal_new(&f->opts));
+    journal_opts_t ro = {.dir = f->dir, .read_only = true};
+    assert_null(journal_new(&ro));
+}
+
+static void test_creates_missing_dirs(void **state)
+{
+    fixture_t *f = *state;
+    char sub[128];
+    snprintf(sub, sizeof sub, "%s/a/b", f->dir);
+    journal_opts_t o = {.dir = sub, .no_sync = true};
+    journal_t *j = journal_new(&o);
+    assert_non_null(j);
+    s_append(j, 1, 2);
+    journal_destroy(&j);
+    struct stat st;
+    assert_int_equal(stat(sub, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+}
+
+int main(void)
+{
+    log_set_level(LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_append_and_read_back, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_continues, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_duplicates, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_arguments, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_received_at_monotonic, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_seq_at_time, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_cursors, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_map_growth, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_map_full, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_concurrent, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_entry_and_version, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_creates_missing_dirs, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
