@@ -20,6 +20,7 @@ typedef struct {
     const char *def; /* default, as text; NULL: required */
     uint64_t min, max;
     const char *help;
+    const char *example; /* for required keys: a value for the sample file */
 } s_key_t;
 
 #define OFF(f) offsetof(config_t, f)
@@ -28,34 +29,37 @@ typedef struct {
 #define GiB (1024ULL * MiB)
 
 static const s_key_t s_keys[] = {
-    {"data", T_STRING, OFF(data), NULL, 0, 0, "data directory holding the LMDB log (created if missing)"},
+    {"data", T_STRING, OFF(data), NULL, 0, 0, "data directory holding the LMDB log (created if missing)",
+     "/var/lib/civibus"},
     {"listen", T_STRING, OFF(listen), "tcp://127.0.0.1:7400", 0, 0,
-     "ZeroMQ endpoint adapters connect to (tcp://ADDR:PORT; port * picks a free one)"},
-    {"registry", T_STRING, OFF(registry), NULL, 0, 0, "agency registry folder: one AGENCY.pub file per agency"},
-    {"key", T_STRING, OFF(key), NULL, 0, 0, "the hub's secret key file (civibus keygen --hub)"},
-    {"log_level", T_STRING, OFF(log_level), "info", 0, 0, "diagnostic log level: debug, info, warn, error"},
+     "ZeroMQ endpoint adapters connect to (tcp://ADDR:PORT; port * picks a free one)", NULL},
+    {"registry", T_STRING, OFF(registry), NULL, 0, 0, "agency registry folder: one AGENCY.pub file per agency",
+     "/etc/civibus/registry"},
+    {"key", T_STRING, OFF(key), NULL, 0, 0, "the hub's secret key file (civibus keygen --hub)",
+     "/etc/civibus/hub.key"},
+    {"log_level", T_STRING, OFF(log_level), "info", 0, 0, "diagnostic log level: debug, info, warn, error", NULL},
     {"sync", T_BOOL, OFF(sync), "true", 0, 0,
-     "fsync every commit before acknowledging; false loses acknowledged events on a crash (tests only)"},
+     "fsync every commit before acknowledging; false loses acknowledged events on a crash (tests only)", NULL},
     {"max_event_size", T_SIZE, OFF(max_event_size), "1MiB", 256, 64 * MiB,
-     "largest serialized event accepted; larger ones are refused with too_large"},
+     "largest serialized event accepted; larger ones are refused with too_large", NULL},
     {"max_message_size", T_SIZE, OFF(max_message_size), "16MiB", 4 * KiB, 1 * GiB,
-     "largest frame accepted from an adapter; the transport drops a connection that sends more"},
+     "largest frame accepted from an adapter; the transport drops a connection that sends more", NULL},
     {"map_size_initial", T_SIZE, OFF(map_size_initial), "64MiB", 1 * MiB, 1024 * GiB,
-     "initial size of the LMDB map; it doubles as needed"},
+     "initial size of the LMDB map; it doubles as needed", NULL},
     {"map_size_max", T_SIZE, OFF(map_size_max), "64GiB", 1 * MiB, 1024 * 1024 * GiB,
-     "storage ceiling; at it, publishes are refused with storage_full while reads go on"},
-    {"batch_max", T_UINT, OFF(batch_max), "4096", 1, 1000000, "events committed in one transaction, at most"},
-    {"credit_max", T_UINT, OFF(credit_max), "65536", 1, 1000000, "credit one subscription may hold"},
-    {"replay_max", T_UINT, OFF(replay_max), "4096", 1, 100000, "events in one replay reply, at most"},
-    {"subscriptions_max", T_UINT, OFF(subscriptions_max), "10000", 1, 1000000, "live subscriptions, at most"},
+     "storage ceiling; at it, publishes are refused with storage_full while reads go on", NULL},
+    {"batch_max", T_UINT, OFF(batch_max), "4096", 1, 1000000, "events committed in one transaction, at most", NULL},
+    {"credit_max", T_UINT, OFF(credit_max), "65536", 1, 1000000, "credit one subscription may hold", NULL},
+    {"replay_max", T_UINT, OFF(replay_max), "4096", 1, 100000, "events in one replay reply, at most", NULL},
+    {"subscriptions_max", T_UINT, OFF(subscriptions_max), "10000", 1, 1000000, "live subscriptions, at most", NULL},
     {"handshake_timeout_ms", T_UINT, OFF(handshake_timeout_ms), "5000", 100, 600000,
-     "time a new connection has to finish the CURVE handshake"},
+     "time a new connection has to finish the CURVE handshake", NULL},
     {"heartbeat_ms", T_UINT, OFF(heartbeat_ms), "5000", 100, 600000,
-     "ZMTP heartbeat interval; a peer silent for three intervals is disconnected"},
+     "ZMTP heartbeat interval; a peer silent for three intervals is disconnected", NULL},
     {"session_timeout_ms", T_UINT, OFF(session_timeout_ms), "60000", 1000, 86400000,
-     "a subscription whose connection sent nothing this long is closed (its cursor stays)"},
+     "a subscription whose connection sent nothing this long is closed (its cursor stays)", NULL},
     {"cursor_flush_ms", T_UINT, OFF(cursor_flush_ms), "200", 1, 60000,
-     "how long an acknowledged cursor may wait before it is saved when no publish carries it"},
+     "how long an acknowledged cursor may wait before it is saved when no publish carries it", NULL},
 };
 #define N_KEYS (sizeof s_keys / sizeof s_keys[0])
 
@@ -242,7 +246,7 @@ void config_write_sample(FILE *out)
         if (k->def)
             fprintf(out, "#%s = %s\n", k->name, k->def);
         else
-            fprintf(out, "%s = \n", k->name);
+            fprintf(out, "%s = %s\n", k->name, k->example);
     }
 }
 
@@ -315,7 +319,8 @@ int config_load(config_t *cfg, int argc, char **argv)
     }
     for (size_t i = 0; i < N_KEYS; i++) {
         const s_key_t *k = &s_keys[i];
-        if (k->type == T_STRING && !*(char **)((char *)cfg + k->offset)) {
+        const char *v = k->type == T_STRING ? *(char **)((char *)cfg + k->offset) : "set";
+        if (!v || !v[0]) {
             fprintf(stderr, "civibusd: %s is required (--%s or in the config file)\n", k->name, k->name);
             goto fail;
         }
