@@ -74,7 +74,7 @@ ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 FUZZ_BIN  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all deps tests test bench demo fuzz memcheck install clean format
+.PHONY: all deps tests test bench demo fuzz fuzz-targets memcheck install clean format
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -128,10 +128,20 @@ $(ITEST_BIN): $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(HARN_OBJ) $
 $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(HARN_OBJ) $(LIBHUB) $(LIBCIV_A)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-# Without libFuzzer a fuzz target links a main that replays its corpus.
-$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(LIBHUB) $(LIBPROTO)
+# Without libFuzzer a fuzz target links a main that replays its corpus;
+# LIBFUZZER=1 (with CC=clang) links libFuzzer's driver instead.
+ifeq ($(LIBFUZZER),1)
+FUZZ_MAIN :=
+FUZZ_LDFLAGS := -fsanitize=fuzzer
+else
+FUZZ_MAIN := $(BUILD)/obj/tests/fuzz/replay_main.o
+FUZZ_LDFLAGS :=
+endif
+$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(FUZZ_MAIN) $(LIBHUB) $(LIBPROTO)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+fuzz-targets: $(FUZZ_BIN)
 
 tests: all $(UNIT_BIN) $(ITEST_BIN) $(FUZZ_BIN)
 
