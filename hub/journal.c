@@ -121,7 +121,8 @@ static int s_fail(const char *event, int rc)
     char buf[160];
     log_error("journal", "event=%s code=%d error=%s", event, rc,
               log_quote(mdb_strerror(rc), buf, sizeof buf));
-    return JOURNAL_IO;
+    /* A full disk is the operator's to fix; the hub refuses and goes on. */
+    return (rc == ENOSPC || rc == EDQUOT) ? JOURNAL_NOSPACE : JOURNAL_IO;
 }
 
 static int s_corrupt(const char *what, uint64_t seq)
@@ -915,6 +916,7 @@ const char *journal_strerror(int code)
     case JOURNAL_CORRUPT: return "journal entry or record does not parse";
     case JOURNAL_NOTFOUND: return "no such journal record";
     case JOURNAL_INVALID: return "invalid argument";
+    case JOURNAL_NOSPACE: return "no space left on the file system";
     default: return "unknown journal error";
     }
 }

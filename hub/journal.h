@@ -34,6 +34,7 @@ enum journal_err {
     JOURNAL_CORRUPT = -3,  /* an entry or record does not parse */
     JOURNAL_NOTFOUND = -4, /* no such record */
     JOURNAL_INVALID = -5,  /* bad argument (empty key, oversize field) */
+    JOURNAL_NOSPACE = -6,  /* the file system is full (ENOSPC, EDQUOT) */
 };
 
 typedef struct {
@@ -73,7 +74,8 @@ typedef struct {
 /* Append n entries and save n_cursors cursors in one transaction, then commit
  * (fsync unless no_sync). Duplicates inside the batch resolve to the first.
  * All or nothing: on error no entry is written and outputs are unspecified.
- * Grows the map as needed. Returns JOURNAL_OK, JOURNAL_FULL, JOURNAL_IO,
+ * Grows the map as needed. Returns JOURNAL_OK, JOURNAL_FULL, JOURNAL_NOSPACE,
+ * JOURNAL_IO,
  * JOURNAL_INVALID (empty or oversize key, read-only handle) or
  * JOURNAL_CORRUPT (a stored dedup record or its entry does not parse). */
 int journal_append_batch(journal_t *self, journal_entry_t *entries, size_t n,

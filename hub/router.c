@@ -245,9 +245,11 @@ static void s_commit(router_t *self)
                 self->stats.duplicates++;
             else
                 self->stats.accepted++;
-        } else if (rc == JOURNAL_FULL) {
+        } else if (rc == JOURNAL_FULL || rc == JOURNAL_NOSPACE) {
             res->code = C(STORAGE_FULL);
-            res->reason = strdup("the log reached its storage ceiling (map_size_max); retry later");
+            res->reason = strdup(rc == JOURNAL_FULL
+                                     ? "the log reached its storage ceiling (map_size_max); retry later"
+                                     : "the hub's disk is full; retry later");
             s_refuse_count(self, res->code);
         } else {
             res->code = C(INTERNAL);
