@@ -317,6 +317,12 @@ Civibus__V1__ErrorCode subs_ack(subs_t *self, const char *agency, const wire_pee
         s->acked = seq;
         s->dirty = true;
     }
+    if (s->acked == s->delivered && s->next_seq - 1 > s->acked) {
+        /* Everything sent is acknowledged and what was scanned after it did
+         * not match: the cursor moves past it, so lag means unread events. */
+        s->acked = s->delivered = s->next_seq - 1;
+        s->dirty = true;
+    }
     return CIVIBUS__V1__ERROR_CODE__OK;
 }
 
