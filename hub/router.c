@@ -411,6 +411,13 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
                                              : "message is not a valid ClientMessage encoding");
         return;
     }
+    if (msg->version == 0 || msg->body_case == CIVIBUS__V1__CLIENT_MESSAGE__BODY__NOT_SET) {
+        /* An empty frame decodes as an empty message: nothing was asked. */
+        s_refuse_count(self, C(MALFORMED));
+        wire_send_error(self->sock, peer, 0, NULL, C(MALFORMED), "message has no version or no request");
+        codec_client_free(&msg);
+        return;
+    }
     if (msg->version != CODEC_PROTOCOL_VERSION) {
         char reason[96];
         snprintf(reason, sizeof reason, "protocol version %u is not supported; this hub speaks %d", msg->version,
@@ -450,7 +457,7 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         break;
     default:
         s_refuse_count(self, C(BAD_REQUEST));
-        wire_send_error(self->sock, peer, 0, NULL, C(BAD_REQUEST), "empty or unknown request");
+        wire_send_error(self->sock, peer, 0, NULL, C(BAD_REQUEST), "unknown request");
         break;
     }
     codec_client_free(&msg);
