@@ -94,12 +94,12 @@ static s_registry_t *s_registry_load(const char *dir)
         memset(kf.curve_secret, 0, sizeof kf.curve_secret);
         reg->agencies++;
         for (int i = 0; i < kf.n_curve; i++) {
+            if (reg->n == MAX_KEYS) {
+                log_error("auth", "event=registry_too_large max_keys=%d", MAX_KEYS);
+                goto fail;
+            }
             if (reg->n == cap) {
                 cap = cap ? cap * 2 : 64;
-                if (cap > MAX_KEYS) {
-                    log_error("auth", "event=registry_too_large max_keys=%d", MAX_KEYS);
-                    goto fail;
-                }
                 s_entry_t *grown = realloc(reg->entries, cap * sizeof *grown);
                 if (!grown)
                     goto fail;

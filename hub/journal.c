@@ -119,8 +119,8 @@ static int s_fail(const char *event, int rc)
     if (rc == MDB_MAP_FULL)
         return JOURNAL_FULL;
     char buf[160];
-    log_error("journal", "event=%s code=%d error=%s", event, rc,
-              log_quote(mdb_strerror(rc), buf, sizeof buf));
+    log_limited(LOG_ERROR, "journal", "journal.fail", "event=%s code=%d error=%s", event, rc,
+                log_quote(mdb_strerror(rc), buf, sizeof buf));
     /* A full disk is the operator's to fix; the hub refuses and goes on. */
     return (rc == ENOSPC || rc == EDQUOT) ? JOURNAL_NOSPACE : JOURNAL_IO;
 }

@@ -38,6 +38,7 @@
 #define BUSY_POLL_MS 5
 #define EXPIRE_EVERY_MS 1000
 #define CODE_COUNT 10
+#define TRANSPORT_SLACK (64 * 1024)
 
 typedef Civibus__V1__ErrorCode s_code_t;
 #define C(x) CIVIBUS__V1__ERROR_CODE__##x
@@ -190,6 +191,13 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
         }
         codec_event_t *ev = r->events[i];
         res->event_id = ev->event_id; /* points into ev, freed after the reply */
+        if (!codec_event_canonical(ev, raw->len)) {
+            s_result_refuse(self, r, i, C(MALFORMED),
+                            "event is not canonically encoded (a NUL inside a string, a field given twice, "
+                            "or a default value written out)",
+                            agency);
+            continue;
+        }
         if (!codec_event_valid(ev, reason, sizeof reason)) {
             s_result_refuse(self, r, i, C(MALFORMED), reason, agency);
             continue;
@@ -330,6 +338,11 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const Civibus__
     const Civibus__V1__StartPoint *sp = req->from;
     Civibus__V1__StartPoint__Kind kind = sp ? sp->kind : CIVIBUS__V1__START_POINT__KIND__FIRST;
     if (kind == CIVIBUS__V1__START_POINT__KIND__SEQ) {
+        if (sp->seq == 0) {
+            s_refuse_count(self, C(BAD_REQUEST));
+            wire_send_error(self->sock, peer, req->request_id, NULL, C(BAD_REQUEST), "sequence numbers start at 1");
+            return;
+        }
         from = sp->seq < first ? first : sp->seq;
     } else if (kind == CIVIBUS__V1__START_POINT__KIND__TIME) {
         if (journal_seq_at_time(self->journal, sp->time, &from) != JOURNAL_OK) {
@@ -365,6 +378,7 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const Civibus__
 
 static void s_on_ping(router_t *self, const wire_peer_t *peer, const Civibus__V1__Ping *req)
 {
+    subs_touch(self->subs, peer);
     Civibus__V1__Pong pong = CIVIBUS__V1__PONG__INIT;
     pong.request_id = req->request_id;
     pong.hub_instance = self->instance;
@@ -411,19 +425,19 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
                                              : "message is not a valid ClientMessage encoding");
         return;
     }
-    if (msg->version == 0 || msg->body_case == CIVIBUS__V1__CLIENT_MESSAGE__BODY__NOT_SET) {
-        /* An empty frame decodes as an empty message: nothing was asked. */
-        s_refuse_count(self, C(MALFORMED));
-        wire_send_error(self->sock, peer, 0, NULL, C(MALFORMED), "message has no version or no request");
-        codec_client_free(&msg);
-        return;
-    }
-    if (msg->version != CODEC_PROTOCOL_VERSION) {
+    if (msg->version != CODEC_PROTOCOL_VERSION && msg->version != 0) {
         char reason[96];
         snprintf(reason, sizeof reason, "protocol version %u is not supported; this hub speaks %d", msg->version,
                  CODEC_PROTOCOL_VERSION);
         s_refuse_count(self, C(UNSUPPORTED_VERSION));
         wire_send_error(self->sock, peer, 0, NULL, C(UNSUPPORTED_VERSION), reason);
+        codec_client_free(&msg);
+        return;
+    }
+    if (msg->version == 0 || msg->body_case == CIVIBUS__V1__CLIENT_MESSAGE__BODY__NOT_SET) {
+        /* An empty frame decodes as an empty message: nothing was asked. */
+        s_refuse_count(self, C(MALFORMED));
+        wire_send_error(self->sock, peer, 0, NULL, C(MALFORMED), "message has no version or no request");
         codec_client_free(&msg);
         return;
     }
@@ -538,7 +552,10 @@ static int s_socket_open(router_t *self)
         return -1;
     }
     self->sock = zmq_socket(self->ctx, ZMQ_ROUTER);
-    int64_t maxmsg = (int64_t)cfg->max_message_size;
+    /* The transport's limit sits above the hub's own check, so a frame
+     * slightly over max_message_size is answered with too_large; only a frame
+     * far beyond it costs the sender its connection. */
+    int64_t maxmsg = (int64_t)(cfg->max_message_size + TRANSPORT_SLACK);
     int hb = (int)cfg->heartbeat_ms;
     int rc = self->sock ? 0 : -1;
     rc = rc ? rc : s_setopt_int(self->sock, ZMQ_CURVE_SERVER, 1);
@@ -705,9 +722,9 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
             return -1;
         }
     }
-    /* Stop accepting new connections; what is already queued from connected
-     * adapters is committed and acknowledged. */
-    zmq_unbind(self->sock, self->endpoint);
+    /* What connected adapters already sent is committed and acknowledged;
+     * nothing more is read after this turn. (zmq_unbind would also cut the
+     * established connections, losing those acknowledgements.) */
     s_turn(self);
     const journal_cursor_t *cursors;
     size_t n = subs_take_dirty(self->subs, &cursors);

@@ -199,6 +199,11 @@ static Civibus__V1__ErrorCode s_resolve_start(subs_t *self, const Civibus__V1__S
             snprintf(reason, reason_len, "sequence numbers start at 1");
             return CIVIBUS__V1__ERROR_CODE__BAD_REQUEST;
         }
+        if (start->seq > last + 1) {
+            snprintf(reason, reason_len, "sequence %llu is beyond the end of the log (last %llu)",
+                     (unsigned long long)start->seq, (unsigned long long)last);
+            return CIVIBUS__V1__ERROR_CODE__BAD_REQUEST;
+        }
         *next = start->seq < first ? first : start->seq;
         break;
     case CIVIBUS__V1__START_POINT__KIND__TIME:
@@ -262,9 +267,11 @@ Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const wire_pe
     s->peer = *peer;
     s->credit = req->credit > self->opts.credit_max ? self->opts.credit_max : req->credit;
     s->last_seen_ms = codec_mono_ms();
-    if (s_save_one(self, s) != JOURNAL_OK) {
-        snprintf(reason, reason_len, "cannot save the subscription's cursor");
-        code = CIVIBUS__V1__ERROR_CODE__STORAGE_FULL;
+    int src = s_save_one(self, s);
+    if (src != JOURNAL_OK) {
+        bool full = src == JOURNAL_FULL || src == JOURNAL_NOSPACE;
+        snprintf(reason, reason_len, "cannot save the subscription's cursor: %s", journal_strerror(src));
+        code = full ? CIVIBUS__V1__ERROR_CODE__STORAGE_FULL : CIVIBUS__V1__ERROR_CODE__INTERNAL;
         goto fail;
     }
     if (old) {
@@ -303,6 +310,14 @@ static s_session_t *s_session_of(subs_t *self, const char *agency, const wire_pe
         return NULL;
     s->last_seen_ms = codec_mono_ms();
     return s;
+}
+
+void subs_touch(subs_t *self, const wire_peer_t *peer)
+{
+    int64_t now = codec_mono_ms();
+    for (size_t i = 0; i < self->n; i++)
+        if (s_same_peer(&self->list[i]->peer, peer))
+            self->list[i]->last_seen_ms = now;
 }
 
 Civibus__V1__ErrorCode subs_ack(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name,

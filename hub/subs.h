@@ -55,6 +55,9 @@ Civibus__V1__ErrorCode subs_credit(subs_t *self, const char *agency, const wire_
                                    uint32_t credit);
 Civibus__V1__ErrorCode subs_close(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name);
 
+/* A sign of life from peer (a Ping): its sessions do not expire. */
+void subs_touch(subs_t *self, const wire_peer_t *peer);
+
 /* Deliver what sessions have credit for, up to last_seq. Call after every
  * commit and whenever credit arrived. Returns events sent. */
 size_t subs_pump(subs_t *self);

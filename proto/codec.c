@@ -173,6 +173,11 @@ bool codec_filter_match(const char *filter, const char *type, size_t type_len)
     return flen == type_len && memcmp(filter, type, flen) == 0;
 }
 
+bool codec_event_canonical(const codec_event_t *ev, size_t raw_len)
+{
+    return civibus__v1__service_event__get_packed_size(ev) == raw_len;
+}
+
 static bool s_len_ok(const char *s, size_t max)
 {
     return s == NULL || strlen(s) <= max;

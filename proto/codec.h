@@ -62,6 +62,13 @@ void codec_event_free(codec_event_t **ev_p);
  * writes a short reason (no payload bytes) into reason. */
 bool codec_event_valid(const codec_event_t *ev, char *reason, size_t reason_len);
 
+/* Is ev, decoded from raw_len bytes, in the one encoding a standard
+ * protobuf encoder produces? protobuf-c cuts a string at an embedded NUL and
+ * keeps only the last of a repeated singular field, so an event failing this
+ * would mean different things to different decoders: "src\0junk" would pass
+ * as source "src". Unknown fields keep their size and do not matter. */
+bool codec_event_canonical(const codec_event_t *ev, size_t raw_len);
+
 /* Syntax checks. Agency ids: 1-64 chars of [a-z0-9-] in dot-separated
  * non-empty labels. Event types: 1-128 chars of [A-Za-z0-9_-] in dot-separated
  * non-empty labels. Filters: "*", an event type, or an event type followed by

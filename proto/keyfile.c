@@ -44,6 +44,11 @@ int keyfile_read(const char *path, keyfile_t *out, char *err, size_t err_len)
     int rc = KEYFILE_OK;
     while (fgets(line, sizeof line, f)) {
         lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, err_len, "%s:%d: line longer than %zu bytes", path, lineno, sizeof line - 2);
+            rc = KEYFILE_SYNTAX;
+            break;
+        }
         char *p = line;
         s_trim(&p);
         if (*p == '\0' || *p == '#')
@@ -96,6 +101,13 @@ int keyfile_read(const char *path, keyfile_t *out, char *err, size_t err_len)
         return KEYFILE_MISSING;
     }
     if (out->curve_secret[0]) {
+        struct stat st;
+        if (stat(path, &st) == 0 && (st.st_mode & 077)) {
+            snprintf(err, err_len, "%s: a secret key file must not be accessible to others (mode %04o; chmod 600)",
+                     path, (unsigned)(st.st_mode & 07777));
+            memset(out->curve_secret, 0, sizeof out->curve_secret);
+            return KEYFILE_MODE;
+        }
         char derived[KEYFILE_Z85_LEN + 1];
         if (zmq_curve_public(derived, out->curve_secret) != 0 || strcmp(derived, out->curve[0]) != 0) {
             snprintf(err, err_len, "%s: curve-secret does not match curve", path);
@@ -170,6 +182,7 @@ const char *keyfile_strerror(int code)
     case KEYFILE_SYNTAX: return "key file syntax error";
     case KEYFILE_MISSING: return "key file lacks a required key";
     case KEYFILE_MISMATCH: return "secret key does not match public key";
+    case KEYFILE_MODE: return "secret key file is accessible to others";
     default: return "unknown key file error";
     }
 }

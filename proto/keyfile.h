@@ -26,7 +26,8 @@ enum keyfile_err {
     KEYFILE_IO = -1,      /* cannot open, read or write (errno in the message) */
     KEYFILE_SYNTAX = -2,  /* a line is not "name = value", a value is invalid */
     KEYFILE_MISSING = -3, /* a required key is absent */
-    KEYFILE_MISMATCH = -4 /* curve-secret does not belong to curve */
+    KEYFILE_MISMATCH = -4, /* curve-secret does not belong to curve */
+    KEYFILE_MODE = -5      /* a secret key file is readable by group or others */
 };
 
 typedef struct {
