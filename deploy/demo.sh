@@ -57,9 +57,12 @@ as() { # as AGENCY civibus-args...
 }
 
 step "3. The tax office and the municipality subscribe (live, durable subscriptions)"
-as $TAX tail --name births --filter 'population.birth.*' --from first >"$WORK/tax.jsonl" 2>"$WORK/tax.err" &
+# env execs civibus, so $! is the consumer itself and can be stopped by PID.
+env CIVIBUS_KEY="$KEYS/$TAX.key" "$CLI" tail --name births --filter 'population.birth.*' --from first \
+    >"$WORK/tax.jsonl" 2>"$WORK/tax.err" &
 tax_pid=$!
-as $MUN tail --name residents --filter 'population.*' --from first >"$WORK/mun.jsonl" 2>"$WORK/mun.err" &
+env CIVIBUS_KEY="$KEYS/$MUN.key" "$CLI" tail --name residents --filter 'population.*' --from first \
+    >"$WORK/mun.jsonl" 2>"$WORK/mun.err" &
 mun_pid=$!
 tail_pids="$tax_pid $mun_pid"
 echo "   tax-office:   civibus tail --name births --filter 'population.birth.*'"
@@ -92,7 +95,7 @@ as $POP publish --type population.birth.registered --subject person/38001010003 
     --data '{"name":"Liis Saar","born":"2026-11-23","municipality":"Narva"}' | sed 's/^/   seq /'
 
 step "6. The municipality's consumer comes back and resumes from its saved cursor"
-as $MUN tail --name residents --filter 'population.*' --count 2 | show
+timeout 30 env CIVIBUS_KEY="$KEYS/$MUN.key" "$CLI" tail --name residents --filter 'population.*' --count 2 | show
 
 step "7. Anyone allowed can replay the log from sequence 1"
 as $TAX replay --from seq:1 | show

@@ -125,7 +125,8 @@ typedef struct {
 
 /* Publish one event and wait for its ack. Retries (same event_id) until
  * timeout. Returns CIV_OK when the hub answered (ack->error tells whether it
- * accepted), or CIV_E_TIMEOUT / another library error. */
+ * accepted), or CIV_E_TIMEOUT / another library error. After a timeout
+ * ack->event_id still holds the id used (generated or given), for a retry. */
 int civ_publish(civ_client_t *self, const civ_event_t *event, civ_ack_t *ack);
 
 /* Pipelined publishing: queue an event; it is sent in a batch when the batch
@@ -137,7 +138,10 @@ int civ_publish_send(civ_client_t *self, const civ_event_t *event, uint64_t *tok
 int civ_publish_flush(civ_client_t *self);
 /* Take the next ack, in the order events were queued. Flushes first. Waits up
  * to timeout_ms (-1: the client's default); unanswered batches are re-sent
- * meanwhile. CIV_E_TIMEOUT when no ack arrived in time. */
+ * meanwhile (every clamp(timeout_ms of the options / 2, 200, 2000) ms).
+ * CIV_E_TIMEOUT when no ack arrived in time; CIV_E_INVALID when no event is
+ * pending. Acks wait in the client until taken here, so a pipelined publisher
+ * must also call this. */
 int civ_publish_recv(civ_client_t *self, civ_ack_t *ack, int timeout_ms);
 /* Events queued or sent and not yet returned by civ_publish_recv. */
 size_t civ_publish_pending(const civ_client_t *self);
@@ -171,15 +175,20 @@ void civ_delivery_destroy(civ_delivery_t **self_p);
 /* Open (or re-open) the durable subscription `name` of this agency, receiving
  * events whose type matches any of the filters ("*", "a.b.c", "a.b.*"). The
  * hub sends at most `window` unacknowledged-by-consumption events (credit);
- * the library grants more as civ_next hands events out. Waits for the hub's
- * confirmation. A client may hold several subscriptions. */
+ * the library grants more as civ_next hands events out. window 0 means 1024;
+ * at most 65536. Waits for the hub's confirmation: CIV_OK, the hub's refusal
+ * (e.g. CIV_E_NOT_AUTHORISED, CIV_E_BAD_REQUEST), CIV_E_INVALID or
+ * CIV_E_TIMEOUT. A client may hold several subscriptions. */
 int civ_subscribe(civ_client_t *self, const char *name, const char *const *filters, size_t n_filters,
                   civ_start_t start, uint32_t window);
 
 /* Next event of any subscription of this client; *out is the caller's.
  * CIV_E_TIMEOUT when none arrived within timeout_ms (-1: default). Events
  * arrive in log order per subscription; after a reconnect the hub resends from
- * the last acknowledged one, and the library drops those it already handed out. */
+ * the last acknowledged one, and the library drops those it already handed out.
+ * When the hub ends a subscription for good (CIV_E_NOT_AUTHORISED after a
+ * policy change), civ_next returns that code once and the subscription is
+ * closed on this client. */
 int civ_next(civ_client_t *self, civ_delivery_t **out, int timeout_ms);
 
 /* Acknowledge everything up to seq on subscription name (cumulative). The hub
@@ -195,7 +204,8 @@ typedef struct civ_replay civ_replay_t;
  * to the last sequence number at the time of the call). Fetches in batches
  * ahead of the reader. The replay borrows the client until destroyed. */
 civ_replay_t *civ_replay_open(civ_client_t *self, civ_start_t from, uint64_t count, civ_error_t *err);
-/* Next event, or CIV_OK with *out NULL at the end. */
+/* Next event, or CIV_OK with *out NULL at the end. A refusal by the hub is
+ * returned as its code; CIV_E_INVALID once the client was destroyed. */
 int civ_replay_next(civ_replay_t *self, civ_delivery_t **out, int timeout_ms);
 void civ_replay_destroy(civ_replay_t **self_p);
 
