@@ -59,6 +59,10 @@
 #define MAP_FLOOR (256 * (size_t)1024)
 /* LMDB's compiled-in key limit is 511; keys are built on the stack. */
 #define KEY_BUF 512
+/* Zero-filled space kept ahead of LMDB's last page: refilled in chunks when
+ * less than the low mark remains. */
+#define PREFILL_CHUNK (16 * MIB)
+#define PREFILL_LOW (8 * MIB)
 
 struct journal {
     MDB_env *env;
@@ -76,6 +80,8 @@ struct journal {
     int64_t last_received_at;  /* received_at of last_seq, 0 when empty */
     char *scratch;             /* cursor_each's copy of one cursor */
     size_t scratch_cap;
+    bool prefill;              /* keep written space ahead of the log (durable mode) */
+    uint64_t file_size;        /* data.mdb's size as last seen or written */
 };
 
 /* --- little helpers ---------------------------------------------------- */
@@ -347,6 +353,50 @@ abort_txn:
     return jrc;
 }
 
+/* An fdatasync after a write that grew the file must also commit the file
+ * system's own journal (new size, new blocks), which costs about a
+ * millisecond here; after overwriting blocks already written it flushes only
+ * data (about 0.1 ms). So in durable mode the journal keeps zero-filled space
+ * ahead of LMDB's last page, written between transactions, and a commit
+ * overwrites instead of appending. LMDB ignores the file's length beyond its
+ * last page. Failing here costs speed only, never correctness. */
+static void s_prefill(journal_t *self)
+{
+    if (!self->prefill)
+        return;
+    MDB_envinfo info;
+    MDB_stat st;
+    int fd;
+    if (mdb_env_info(self->env, &info) || mdb_env_stat(self->env, &st) || mdb_env_get_fd(self->env, &fd))
+        return;
+    uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    if (self->file_size >= used + PREFILL_LOW)
+        return;
+    uint64_t target = used + PREFILL_CHUNK;
+    if (target > info.me_mapsize)
+        target = info.me_mapsize;
+    struct stat fst;
+    if (fstat(fd, &fst) != 0)
+        return;
+    self->file_size = (uint64_t)fst.st_size;
+    if (self->file_size >= target)
+        return;
+    static const uint8_t zeros[1 << 16];
+    uint64_t off = self->file_size;
+    while (off < target) {
+        size_t n = target - off < sizeof zeros ? (size_t)(target - off) : sizeof zeros;
+        ssize_t w = pwrite(fd, zeros, n, (off_t)off);
+        if (w <= 0) {
+            log_limited(LOG_WARN, "journal", "journal.prefill", "event=prefill_failed error=\"%s\"",
+                        strerror(errno));
+            break;
+        }
+        off += (uint64_t)w;
+    }
+    if (fdatasync(fd) == 0)
+        self->file_size = off;
+}
+
 journal_t *journal_new(const journal_opts_t *opts)
 {
     if (!opts || !opts->dir || !opts->dir[0]) {
@@ -443,6 +493,8 @@ journal_t *journal_new(const journal_opts_t *opts)
     self->max_key = mk > 0 && (size_t)mk < KEY_BUF ? (size_t)mk : KEY_BUF - 1;
     if (s_open_dbs(self))
         goto close_env;
+    self->prefill = !self->read_only && !opts->no_sync;
+    s_prefill(self);
     log_info("journal",
              "event=opened dir=%s first_seq=%llu last_seq=%llu map_size=%zu map_max=%zu read_only=%d "
              "sync=%d",
@@ -650,6 +702,7 @@ static int s_write(journal_t *self, journal_entry_t *entries, size_t n,
             self->last_seq = last;
             self->last_received_at = received_at;
         }
+        s_prefill(self);
         return JOURNAL_OK;
     }
 }

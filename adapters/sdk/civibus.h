@@ -130,13 +130,16 @@ typedef struct {
 int civ_publish(civ_client_t *self, const civ_event_t *event, civ_ack_t *ack);
 
 /* Pipelined publishing: queue an event; it is sent in a batch when the batch
- * is full or at the next civ_publish_recv / civ_publish_flush. Blocks (up to
+ * is full, at civ_publish_flush, or when civ_publish_recv waits for one of
+ * its acks. Blocks (up to
  * the timeout) only while `window` events are unacknowledged, collecting acks
  * meanwhile. *token identifies the event in its ack (1, 2, 3, ...). */
 int civ_publish_send(civ_client_t *self, const civ_event_t *event, uint64_t *token);
 /* Send any partly filled batch now. */
 int civ_publish_flush(civ_client_t *self);
-/* Take the next ack, in the order events were queued. Flushes first. Waits up
+/* Take the next ack, in the order events were queued. Sends the partly
+ * filled batch first when that ack's event is in it (so polling for acks
+ * between sends keeps batches full). Waits up
  * to timeout_ms (-1: the client's default); unanswered batches are re-sent
  * meanwhile (every clamp(timeout_ms of the options / 2, 200, 2000) ms).
  * CIV_E_TIMEOUT when no ack arrived in time; CIV_E_INVALID when no event is

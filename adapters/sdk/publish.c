@@ -364,12 +364,14 @@ int civ_publish_recv(civ_client_t *self, civ_ack_t *ack, int timeout_ms)
     if (!self || !ack)
         return CIV_E_INVALID;
     sdk_pub_t *pub = &self->pub;
-    int rc = s_cut(self);
-    if (rc != CIV_OK)
-        return rc;
+    int rc = CIV_OK;
     s_trim(pub);
     if (pub->n_pending == 0)
         return sdk_error_set(&self->err, CIV_E_INVALID, "no published event is pending");
+    /* Send the open batch only when the ack waited for is in it: a caller
+     * polling for acks between sends must not cut every batch to one event. */
+    if (pub->base >= pub->open_first && (rc = s_cut(self)) != CIV_OK)
+        return rc;
     /* Gone entries are trimmed and sync ones are gone outside civ_publish, so
      * the head is the oldest pipelined event. */
     int64_t deadline = sdk_deadline(self, timeout_ms);

@@ -25,6 +25,7 @@
 
 static int s_runs = 3;
 static int s_quick = 0;
+static int s_nosync = 0; /* --no-sync: publish figures without fsync, to see its share */
 
 static int s_cmp_double(const void *a, const void *b)
 {
@@ -65,7 +66,8 @@ static void *s_echo_server(void *arg)
 {
     s_echo_t *e = arg;
     void *r = zmq_socket(e->ctx, ZMQ_ROUTER);
-    int one = 1, timeout = 100;
+    int one = 1, timeout = 100, linger = 0;
+    zmq_setsockopt(r, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(r, ZMQ_CURVE_SERVER, &one, sizeof one);
     zmq_setsockopt(r, ZMQ_CURVE_SECRETKEY, e->server_secret, 40);
     zmq_setsockopt(r, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
@@ -356,6 +358,8 @@ int main(int argc, char **argv)
             s_runs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0)
             s_quick = 1;
+        else if (strcmp(argv[i], "--no-sync") == 0)
+            s_nosync = 1;
     }
     if (s_runs < 1 || s_runs > MAX_RUNS)
         s_runs = 3;
@@ -370,15 +374,21 @@ int main(int argc, char **argv)
         base[r] = s_baseline_once((int)secs);
     s_row("baseline: bare CURVE DEALER->ROUTER echo, window 256", base, s_runs, "msg/s");
 
-    harness_t *h = s_hub(NULL);
+    const char *nosync_pub[] = {"--no-sync", NULL};
+    harness_t *h = s_hub(s_nosync ? nosync_pub : NULL);
+    const char *mode = s_nosync ? "NO-SYNC" : "durable";
+    char label[96];
     for (int r = 0; r < s_runs; r++)
         t1[r] = s_throughput_once(h, 1, secs);
-    s_row("durable publish, 1 publisher", t1, s_runs, "acked events/s");
+    snprintf(label, sizeof label, "%s publish, 1 publisher", mode);
+    s_row(label, t1, s_runs, "acked events/s");
     for (int r = 0; r < s_runs; r++)
         t4[r] = s_throughput_once(h, 4, secs);
-    s_row("durable publish, 4 publishers", t4, s_runs, "acked events/s");
+    snprintf(label, sizeof label, "%s publish, 4 publishers", mode);
+    s_row(label, t4, s_runs, "acked events/s");
     double m_base = s_median(base, s_runs), m_t4 = s_median(t4, s_runs);
-    printf("%-44s %12.2f x baseline\n", "durable publish 4 publishers / baseline", m_t4 / m_base);
+    snprintf(label, sizeof label, "%s publish 4 publishers / baseline", mode);
+    printf("%-44s %12.2f x baseline\n", label, m_t4 / m_base);
 
     for (int r = 0; r < s_runs; r++)
         s_latency_once(h, 5000, secs, &p50[r], &p99[r]);
@@ -396,7 +406,6 @@ int main(int argc, char **argv)
     s_row("fan-out to 4 subscribers", fan, s_runs, "deliveries/s");
     for (int r = 0; r < s_runs; r++)
         rep[r] = s_replay_once(h, filled);
-    char label[80];
     snprintf(label, sizeof label, "replay of a %llu-event log", (unsigned long long)filled);
     s_row(label, rep, s_runs, "events/s");
     harness_stop(h);

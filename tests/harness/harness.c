@@ -76,7 +76,7 @@ void harness_destroy(harness_t **self_p)
     if (!self)
         return;
     if (self->pid > 0)
-        harness_kill(self);
+        harness_stop(self); /* SIGTERM, then SIGKILL after 15 s */
     if (!getenv("KEEP_TEST_DIRS")) {
         char cmd[400];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", self->dir);

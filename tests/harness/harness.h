@@ -20,7 +20,8 @@ typedef struct harness harness_t;
 
 /* Create the temporary directory and the hub's keys. NULL on error. */
 harness_t *harness_new(void);
-/* Kill the hub if it runs, remove the directory (unless $KEEP_TEST_DIRS). */
+/* Stop the hub if it runs (SIGTERM, SIGKILL after 15 s), remove the
+ * directory (unless $KEEP_TEST_DIRS). */
 void harness_destroy(harness_t **self_p);
 
 /* Generate keys for agency and add it to the registry; 0 on success. */
