@@ -78,7 +78,7 @@ FUZZ_BIN  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 .DEFAULT_GOAL := all
 .SECONDARY:
 
-all: $(HUBD) $(CLI) $(LIBCIV_A) $(LIBCIV_SO) $(BUILD)/civibus.pc
+all: $(HUBD) $(CLI) $(LIBCIV_A) $(LIBCIV_SO)
 
 deps:
 	$(Q)sh deploy/install-deps.sh
@@ -105,9 +105,6 @@ $(LIBCIV_A): $(SDK_OBJ) $(PROTO_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
 $(LIBCIV_SO): $(SDK_OBJ) $(PROTO_OBJ)
 	$(Q)$(CC) -shared -Wl,-soname,libcivibus.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS)
-
-$(BUILD)/civibus.pc: adapters/sdk/civibus.pc.in
-	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
 
 $(HUBD): $(call obj,hub/main.c) $(LIBHUB) $(LIBPROTO)
 	@[ "$(V)" = 1 ] || echo "  LD      $@"
@@ -171,7 +168,8 @@ install: all
 	install -m 0755 $(LIBCIV_SO) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libcivibus.so.0 $(DESTDIR)$(PREFIX)/lib/libcivibus.so
 	install -m 0644 adapters/sdk/civibus.h $(DESTDIR)$(PREFIX)/include/
-	install -m 0644 $(BUILD)/civibus.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' adapters/sdk/civibus.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/civibus.pc
 
 format:
 	clang-format -i $(PROTO_SRC) $(wildcard proto/*.h) hub/*.c hub/*.h adapters/*/*.c adapters/*/*.h

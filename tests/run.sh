@@ -65,6 +65,12 @@ for t in "$BUILD"/tests/test_*; do
     fi
 done
 
+for t in tests/integration/test_*.sh; do
+    [ -f "$t" ] || continue
+    [ "${MEMCHECK:-0}" = 1 ] && continue
+    run "$(basename "$t")" sh "$t"
+done
+
 for f in "$BUILD"/fuzz/fuzz_*; do
     [ -x "$f" ] || continue
     name=$(basename "$f")
