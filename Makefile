@@ -154,10 +154,12 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)sh deploy/demo.sh $(BUILD)
 
-fuzz: deps
+fuzz:
+	$(Q)sh deploy/install-deps.sh fuzz
 	$(Q)sh tests/fuzz/run.sh
 
-memcheck: deps
+memcheck:
+	$(Q)sh deploy/install-deps.sh memcheck
 	$(Q)$(MAKE) --no-print-directory BUILD=build/memcheck OPT=-O0 tests
 	$(Q)MEMCHECK=1 sh tests/run.sh build/memcheck
 

@@ -1,6 +1,9 @@
 #!/bin/sh
 # install-deps.sh - install what civibus needs from Debian's archive.
 #
+# usage: install-deps.sh [memcheck] [fuzz]
+# Without arguments: what building, `make test` and `make demo` need. The
+# extras add valgrind (make memcheck) or clang with libFuzzer (make fuzz).
 # Idempotent: checks each package with dpkg and calls apt-get only for the
 # missing ones, so a machine that has everything hears nothing from it.
 # Needs root (or sudo) only when something is missing.
@@ -8,6 +11,13 @@ set -eu
 
 PACKAGES="gcc make pkg-config libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
 libssl-dev liblmdb-dev lmdb-utils libjansson-dev libcmocka-dev"
+for extra in "$@"; do
+    case $extra in
+    memcheck) PACKAGES="$PACKAGES valgrind" ;;
+    fuzz) PACKAGES="$PACKAGES clang libclang-rt-14-dev" ;;
+    *) echo "install-deps: unknown extra '$extra' (memcheck, fuzz)" >&2; exit 2 ;;
+    esac
+done
 
 missing=""
 for p in $PACKAGES; do
