@@ -173,8 +173,12 @@ static bool s_handle_one(auth_t *self)
         char buf[256];
         int r = zmq_recv(self->zap, buf, sizeof buf, 0);
         if (r < 0) {
-            if (zmq_errno() == EINTR)
+            int e = zmq_errno();
+            if (e == EINTR)
                 continue;
+            if (e != ETERM) /* without its handler the hub admits nobody */
+                log_error("auth", "event=zap_handler_stopped error=\"%s\" effect=all_handshakes_refused",
+                          zmq_strerror(e));
             return false;
         }
         if (n < ZAP_FRAMES) {
@@ -183,8 +187,10 @@ static bool s_handle_one(auth_t *self)
             n++;
         }
         size_t sz = sizeof more;
-        if (zmq_getsockopt(self->zap, ZMQ_RCVMORE, &more, &sz) != 0)
+        if (zmq_getsockopt(self->zap, ZMQ_RCVMORE, &more, &sz) != 0) {
+            log_error("auth", "event=zap_handler_stopped error=\"%s\"", zmq_strerror(zmq_errno()));
             return false;
+        }
     }
     if (n < 2) {
         s_reply(self->zap, "", 0, "500", "malformed ZAP request", "");

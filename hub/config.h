@@ -27,6 +27,7 @@ typedef struct {
     uint64_t max_message_size;
     uint64_t map_size_initial;
     uint64_t map_size_max;
+    uint64_t dedup_window;    /* events in the de-duplication window */
     uint64_t batch_max;       /* events per commit, at most */
     uint64_t credit_max;      /* credit one subscription may hold */
     uint64_t replay_max;      /* events in one replay reply */

@@ -1,9 +1,9 @@
 /* journal - the hub's durable, totally ordered event log, in LMDB.
  *
- * One LMDB environment (data.mdb, lock.mdb) in the data directory, with four
- * named databases: log, dedup, cursors, meta (see journal.h). The hub is the
- * only writer; offline tools may open the same files read-only at the same
- * time, which LMDB supports across processes.
+ * One LMDB environment (data.mdb, lock.mdb) in the data directory, with three
+ * named databases: log, cursors, meta (see journal.h). The hub is the only
+ * writer; offline tools may open the same files read-only at the same time,
+ * which LMDB supports across processes.
  *
  * On-disk format, version 1 (meta "version" = u32 LE 1). All integers inside
  * values are little-endian; the `log` keys are native uint64 because
@@ -13,19 +13,30 @@
  *           val  byte 0     entry version (1)
  *                byte 1     flags (0)
  *                bytes 2-3  type length T (u16 LE)
- *                bytes 4-7  reserved (0)
+ *                byte 4     source length S (u8, 1-255)
+ *                byte 5     event_id length I (u8, 1-255)
+ *                bytes 6-7  reserved (0)
  *                bytes 8-15 received_at (i64 LE, µs since the Unix epoch)
- *                16 .. 16+T the event type (no NUL)
- *                16+T ..    the serialized ServiceEvent, exactly as received
- *   dedup   key  source "\0" event_id        val  seq (u64 LE)
+ *                16 ..      the event type (T bytes), the source (S bytes),
+ *                           the event_id (I bytes), none NUL-terminated,
+ *                then       the serialized ServiceEvent, exactly as received
  *   cursors key  agency "\0" name            val  acked (u64 LE), updated_at
  *                                                 (i64 LE µs), filters ('\n'-joined, no NUL)
  *   meta    key  "version"                   val  u32 LE
  * A reader refuses an entry whose version is not 1 or whose lengths do not
  * add up (JOURNAL_CORRUPT); flags and reserved bytes are ignored on read.
+ * Source and event_id are in the entry so that the de-duplication window can
+ * be rebuilt, and a candidate original verified, without decoding protobuf.
  *
- * Invariants kept here: the cached first/last seq and last received_at change
- * only after a successful commit, so a failed batch leaves no trace; every
+ * De-duplication (writable handles): a dedup_t holds hash -> seq for the last
+ * `window` entries. An append looks up each event's hash there and reads
+ * every candidate entry in the write transaction to compare source and
+ * event_id byte for byte, so hash collisions cost a read, never an event.
+ * New events go into the window only after their commit succeeded.
+ *
+ * Invariants kept here: the cached first/last seq, last received_at and the
+ * window change only after a successful commit, so a failed batch leaves no
+ * trace; every
  * transaction ends before its function returns, so no LMDB pointer escapes
  * and the map can be resized between calls. A scan or cursor callback runs
  * inside a read transaction and must not call back into the journal (LMDB
@@ -46,6 +57,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dedup.h"
 #include "log.h"
 
 #define FORMAT_VERSION 1u
@@ -55,7 +67,10 @@
 #define MIB ((size_t)1 << 20)
 #define DEFAULT_MAP_INIT (64 * MIB)
 #define DEFAULT_MAP_MAX ((size_t)64 << 30)
-/* Enough pages for the meta pages and four empty named databases. */
+#define DEFAULT_DEDUP_WINDOW 1000000u
+/* Longest source or event_id: its length is one byte of the entry header. */
+#define ID_MAX 255
+/* Enough pages for the meta pages and three empty named databases. */
 #define MAP_FLOOR (256 * (size_t)1024)
 /* LMDB's compiled-in key limit is 511; keys are built on the stack. */
 #define KEY_BUF 512
@@ -64,10 +79,18 @@
 #define PREFILL_CHUNK (16 * MIB)
 #define PREFILL_LOW (8 * MIB)
 
+/* What journal_append_batch works out about each entry before writing. */
+typedef struct {
+    uint64_t hash;       /* dedup_hash of (source, event_id) */
+    size_t first;        /* index of this key's first entry in the batch */
+    uint16_t type_len;
+    uint8_t source_len;
+    uint8_t event_id_len;
+} s_pending_t;
+
 struct journal {
     MDB_env *env;
     MDB_dbi log_db;
-    MDB_dbi dedup_db;
     MDB_dbi cursors_db;
     MDB_dbi meta_db;
     char *data_path;  /* dir/data.mdb, for journal_stats */
@@ -82,6 +105,11 @@ struct journal {
     size_t scratch_cap;
     bool prefill;              /* keep written space ahead of the log (durable mode) */
     uint64_t file_size;        /* data.mdb's size as last seen or written */
+    dedup_t *dedup;            /* the de-duplication window; NULL read-only */
+    s_pending_t *pending;      /* per entry of the batch being appended */
+    size_t pending_cap;
+    size_t *batch_slots;       /* in-batch duplicate table: entry index + 1, 0 empty */
+    size_t batch_slots_cap;
 };
 
 /* --- little helpers ---------------------------------------------------- */
@@ -152,22 +180,37 @@ static size_t s_pair_key(const journal_t *self, const char *a, const char *b, ch
     return la + 1 + lb;
 }
 
-/* Parse a log value into rec (pointers into the value). */
-static int s_entry_parse(uint64_t seq, const MDB_val *val, journal_record_t *rec)
+/* Split a log value into rec (pointers into the value). Returns NULL, or
+ * what does not parse (not logged: the caller decides). */
+static const char *s_entry_split(uint64_t seq, const MDB_val *val, journal_record_t *rec)
 {
     const uint8_t *p = val->mv_data;
     if (val->mv_size < ENTRY_HDR || p[0] != ENTRY_VERSION)
-        return s_corrupt("entry_header", seq);
+        return "entry_header";
     size_t type_len = (size_t)p[2] | (size_t)p[3] << 8;
-    if (type_len > val->mv_size - ENTRY_HDR)
-        return s_corrupt("entry_length", seq);
+    size_t source_len = p[4], event_id_len = p[5];
+    size_t strings = type_len + source_len + event_id_len;
+    if (strings > val->mv_size - ENTRY_HDR)
+        return "entry_length";
+    const char *s = (const char *)p + ENTRY_HDR;
     rec->seq = seq;
     rec->received_at = (int64_t)s_get_u64le(p + 8);
-    rec->type = (const char *)p + ENTRY_HDR;
+    rec->type = s;
     rec->type_len = type_len;
-    rec->event = p + ENTRY_HDR + type_len;
-    rec->event_len = val->mv_size - ENTRY_HDR - type_len;
-    return JOURNAL_OK;
+    rec->source = s + type_len;
+    rec->source_len = source_len;
+    rec->event_id = s + type_len + source_len;
+    rec->event_id_len = event_id_len;
+    rec->event = p + ENTRY_HDR + strings;
+    rec->event_len = val->mv_size - ENTRY_HDR - strings;
+    return NULL;
+}
+
+/* Parse a log value into rec; JOURNAL_CORRUPT (logged) when it does not. */
+static int s_entry_parse(uint64_t seq, const MDB_val *val, journal_record_t *rec)
+{
+    const char *bad = s_entry_split(seq, val, rec);
+    return bad ? s_corrupt(bad, seq) : JOURNAL_OK;
 }
 
 /* Read entry seq in txn. JOURNAL_NOTFOUND when absent. */
@@ -304,7 +347,6 @@ static int s_open_dbs(journal_t *self)
         return s_fail("open_begin", rc);
     int jrc = JOURNAL_OK;
     if ((rc = mdb_dbi_open(txn, "log", create | MDB_INTEGERKEY, &self->log_db)) ||
-        (rc = mdb_dbi_open(txn, "dedup", create, &self->dedup_db)) ||
         (rc = mdb_dbi_open(txn, "cursors", create, &self->cursors_db)) ||
         (rc = mdb_dbi_open(txn, "meta", create, &self->meta_db))) {
         jrc = s_fail("dbi_open", rc);
@@ -397,6 +439,73 @@ static void s_prefill(journal_t *self)
         self->file_size = off;
 }
 
+static double s_ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Create the de-duplication window and fill it with the last `window`
+ * entries of the log, in one read transaction. Only the headers are read:
+ * source and event_id are in the entry. An entry that does not parse cannot
+ * be de-duplicated against; it is skipped and counted (reads of it keep
+ * failing with JOURNAL_CORRUPT), so one bad entry does not stop the hub. */
+static int s_dedup_rebuild(journal_t *self, uint64_t window)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    self->dedup = dedup_new(window);
+    if (!self->dedup) {
+        log_error("journal", "event=open_failed reason=dedup_window_alloc window=%llu",
+                  (unsigned long long)window);
+        return JOURNAL_IO;
+    }
+    uint64_t count = 0, skipped = 0, first_skipped = 0;
+    if (self->last_seq) {
+        uint64_t from = self->last_seq >= window ? self->last_seq - window + 1 : 1;
+        if (from < self->first_seq)
+            from = self->first_seq;
+        MDB_txn *txn;
+        int jrc = s_read_begin(self, &txn);
+        if (jrc)
+            return jrc;
+        MDB_cursor *cur;
+        int rc = mdb_cursor_open(txn, self->log_db, &cur);
+        if (rc) {
+            mdb_txn_abort(txn);
+            return s_fail("cursor_open", rc);
+        }
+        MDB_val key = {sizeof from, &from}, val;
+        for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
+             rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+            uint64_t seq = 0;
+            journal_record_t rec;
+            if (key.mv_size == sizeof seq)
+                memcpy(&seq, key.mv_data, sizeof seq);
+            if (seq == 0 || s_entry_split(seq, &val, &rec)) {
+                if (skipped++ == 0)
+                    first_skipped = seq;
+                continue;
+            }
+            uint64_t h = dedup_hash(self->dedup, rec.source, rec.source_len, rec.event_id,
+                                    rec.event_id_len);
+            dedup_insert(self->dedup, h, seq);
+            count++;
+        }
+        mdb_cursor_close(cur);
+        mdb_txn_abort(txn);
+        if (rc != MDB_NOTFOUND)
+            return s_fail("dedup_rebuild", rc);
+    }
+    if (skipped)
+        log_error("journal", "event=corrupt what=dedup_rebuild entries=%llu first_seq=%llu",
+                  (unsigned long long)skipped, (unsigned long long)first_skipped);
+    log_info("journal", "event=dedup_rebuilt entries=%llu window=%llu ms=%.0f",
+             (unsigned long long)count, (unsigned long long)window, s_ms_since(&t0));
+    return JOURNAL_OK;
+}
+
 journal_t *journal_new(const journal_opts_t *opts)
 {
     if (!opts || !opts->dir || !opts->dir[0]) {
@@ -440,7 +549,7 @@ journal_t *journal_new(const journal_opts_t *opts)
      * less than its data): size 0 tells LMDB to adopt it. A new one starts
      * at map_init. */
     bool exists = stat(self->data_path, &st) == 0;
-    if ((rc = mdb_env_set_maxdbs(self->env, 4)) ||
+    if ((rc = mdb_env_set_maxdbs(self->env, 3)) ||
         (rc = mdb_env_set_mapsize(self->env, exists ? 0 : map_init))) {
         (void)s_fail("env_setup", rc);
         goto close_env;
@@ -493,6 +602,9 @@ journal_t *journal_new(const journal_opts_t *opts)
     self->max_key = mk > 0 && (size_t)mk < KEY_BUF ? (size_t)mk : KEY_BUF - 1;
     if (s_open_dbs(self))
         goto close_env;
+    if (!self->read_only &&
+        s_dedup_rebuild(self, opts->dedup_window ? opts->dedup_window : DEFAULT_DEDUP_WINDOW))
+        goto close_env;
     self->prefill = !self->read_only && !opts->no_sync;
     s_prefill(self);
     log_info("journal",
@@ -503,6 +615,7 @@ journal_t *journal_new(const journal_opts_t *opts)
     return self;
 
 close_env:
+    dedup_destroy(&self->dedup);
     mdb_env_close(self->env);
 free_self:
     free(self->data_path);
@@ -516,6 +629,9 @@ void journal_destroy(journal_t **self_p)
         return;
     journal_t *self = *self_p;
     mdb_env_close(self->env);
+    dedup_destroy(&self->dedup);
+    free(self->pending);
+    free(self->batch_slots);
     free(self->scratch);
     free(self->data_path);
     free(self);
@@ -581,9 +697,41 @@ static int s_cursors_check(const journal_t *self, const journal_cursor_t *cursor
     return JOURNAL_OK;
 }
 
+/* A dedup_find visitor: is candidate seq the original of m->e? Keeps the
+ * smallest matching seq (two copies can both be in the window only when the
+ * window grew across a restart; the first is the original). */
+typedef struct {
+    journal_t *self;
+    MDB_txn *txn;
+    const journal_entry_t *e;
+    const s_pending_t *p;
+    uint64_t seq;        /* 0: no match yet */
+    int64_t received_at;
+} s_match_t;
+
+static int s_match(uint64_t seq, void *arg)
+{
+    s_match_t *m = arg;
+    journal_record_t rec;
+    int jrc = s_entry_get(m->self, m->txn, seq, &rec);
+    if (jrc == JOURNAL_NOTFOUND)
+        return 0; /* cannot be verified, so it is not the original */
+    if (jrc)
+        return jrc;
+    if (rec.source_len == m->p->source_len && rec.event_id_len == m->p->event_id_len &&
+        memcmp(rec.source, m->e->source, rec.source_len) == 0 &&
+        memcmp(rec.event_id, m->e->event_id, rec.event_id_len) == 0 &&
+        (m->seq == 0 || seq < m->seq)) {
+        m->seq = seq;
+        m->received_at = rec.received_at;
+    }
+    return 0;
+}
+
 /* One attempt at a batch in one write transaction. On success the new last
  * seq and received_at are returned through *last and *received_at; nothing
- * in self changes here. JOURNAL_FULL means MDB_MAP_FULL: nothing written. */
+ * in self changes here (the window included). JOURNAL_FULL means
+ * MDB_MAP_FULL: nothing written. Needs self->pending from s_prepare. */
 static int s_try_batch(journal_t *self, journal_entry_t *entries, size_t n,
                        const journal_cursor_t *cursors, size_t n_cursors, uint64_t *last,
                        int64_t *received_at)
@@ -602,39 +750,28 @@ static int s_try_batch(journal_t *self, journal_entry_t *entries, size_t n,
 
     for (size_t i = 0; i < n; i++) {
         journal_entry_t *e = &entries[i];
-        char kbuf[KEY_BUF];
-        size_t klen = s_pair_key(self, e->source, e->event_id, kbuf);
-        MDB_val dkey = {klen, kbuf}, dval;
-        rc = mdb_get(txn, self->dedup_db, &dkey, &dval);
-        if (rc == 0) {
-            /* Seen before, maybe earlier in this very batch: the txn sees
-             * its own writes. Report the original. */
-            if (dval.mv_size != 8) {
-                jrc = s_corrupt("dedup_value", 0);
-                goto abort_txn;
-            }
-            journal_record_t rec;
-            e->seq = s_get_u64le(dval.mv_data);
+        const s_pending_t *p = &self->pending[i];
+        if (p->first != i) {
+            /* Repeated inside the batch: resolves to the first occurrence,
+             * already handled (new, or itself a duplicate). */
+            const journal_entry_t *f = &entries[p->first];
+            e->seq = f->seq;
+            e->received_at = f->received_at;
             e->duplicate = true;
-            jrc = s_entry_get(self, txn, e->seq, &rec);
-            if (jrc == JOURNAL_NOTFOUND) {
-                /* Only retention could have removed it; the time is lost. */
-                e->received_at = 0;
-                jrc = JOURNAL_OK;
-            } else if (jrc) {
-                goto abort_txn;
-            } else {
-                e->received_at = rec.received_at;
-            }
             continue;
         }
-        if (rc != MDB_NOTFOUND) {
-            jrc = s_fail("dedup_get", rc);
+        s_match_t m = {self, txn, e, p, 0, 0};
+        if ((jrc = dedup_find(self->dedup, p->hash, s_match, &m)))
             goto abort_txn;
+        if (m.seq) {
+            e->seq = m.seq;
+            e->received_at = m.received_at;
+            e->duplicate = true;
+            continue;
         }
         seq++;
-        size_t type_len = strlen(e->type);
-        MDB_val key = {sizeof seq, &seq}, val = {ENTRY_HDR + type_len + e->event_len, NULL};
+        size_t strings = (size_t)p->type_len + p->source_len + p->event_id_len;
+        MDB_val key = {sizeof seq, &seq}, val = {ENTRY_HDR + strings + e->event_len, NULL};
         /* MDB_APPEND: keys only grow, so LMDB skips the search and fills
          * pages completely; MDB_RESERVE lets us write the value in place. */
         rc = mdb_put(txn, self->log_db, &key, &val, MDB_APPEND | MDB_RESERVE);
@@ -642,25 +779,25 @@ static int s_try_batch(journal_t *self, journal_entry_t *entries, size_t n,
             jrc = s_fail("log_put", rc);
             goto abort_txn;
         }
-        uint8_t *p = val.mv_data;
-        p[0] = ENTRY_VERSION;
-        p[1] = 0;
-        p[2] = (uint8_t)type_len;
-        p[3] = (uint8_t)(type_len >> 8);
-        memset(p + 4, 0, 4);
-        s_put_u64le(p + 8, (uint64_t)now);
-        memcpy(p + ENTRY_HDR, e->type, type_len);
+        uint8_t *v = val.mv_data;
+        v[0] = ENTRY_VERSION;
+        v[1] = 0;
+        v[2] = (uint8_t)p->type_len;
+        v[3] = (uint8_t)(p->type_len >> 8);
+        v[4] = p->source_len;
+        v[5] = p->event_id_len;
+        v[6] = 0;
+        v[7] = 0;
+        s_put_u64le(v + 8, (uint64_t)now);
+        uint8_t *w = v + ENTRY_HDR;
+        memcpy(w, e->type, p->type_len);
+        w += p->type_len;
+        memcpy(w, e->source, p->source_len);
+        w += p->source_len;
+        memcpy(w, e->event_id, p->event_id_len);
+        w += p->event_id_len;
         if (e->event_len)
-            memcpy(p + ENTRY_HDR + type_len, e->event, e->event_len);
-
-        uint8_t sbuf[8];
-        s_put_u64le(sbuf, seq);
-        dval = (MDB_val){sizeof sbuf, sbuf};
-        rc = mdb_put(txn, self->dedup_db, &dkey, &dval, MDB_NOOVERWRITE);
-        if (rc) {
-            jrc = s_fail("dedup_put", rc);
-            goto abort_txn;
-        }
+            memcpy(w, e->event, e->event_len);
         e->seq = seq;
         e->received_at = now;
         e->duplicate = false;
@@ -681,7 +818,8 @@ abort_txn:
 }
 
 /* Run a write attempt, growing the map after MDB_MAP_FULL until it fits or
- * the ceiling is reached. */
+ * the ceiling is reached; then, and only then, publish the new bounds and
+ * put the batch's new events into the window. */
 static int s_write(journal_t *self, journal_entry_t *entries, size_t n,
                    const journal_cursor_t *cursors, size_t n_cursors)
 {
@@ -702,9 +840,85 @@ static int s_write(journal_t *self, journal_entry_t *entries, size_t n,
             self->last_seq = last;
             self->last_received_at = received_at;
         }
+        for (size_t i = 0; i < n; i++)
+            if (!entries[i].duplicate)
+                dedup_insert(self->dedup, self->pending[i].hash, entries[i].seq);
         s_prefill(self);
         return JOURNAL_OK;
     }
+}
+
+/* Make room for n entries in the per-batch arrays (kept between batches;
+ * bounded by the largest batch, which the router caps with batch_max). */
+static int s_reserve(journal_t *self, size_t n, size_t slots)
+{
+    if (n > self->pending_cap) {
+        s_pending_t *p = realloc(self->pending, n * sizeof *p);
+        if (!p)
+            goto out_of_memory;
+        self->pending = p;
+        self->pending_cap = n;
+    }
+    if (slots > self->batch_slots_cap) {
+        size_t *b = realloc(self->batch_slots, slots * sizeof *b);
+        if (!b)
+            goto out_of_memory;
+        self->batch_slots = b;
+        self->batch_slots_cap = slots;
+    }
+    return JOURNAL_OK;
+out_of_memory:
+    log_error("journal", "event=out_of_memory what=batch entries=%zu", n);
+    return JOURNAL_IO;
+}
+
+/* Hash every entry and find repeats inside the batch with a small
+ * open-addressing table of entry indexes (at most half full), so that
+ * s_try_batch, which may run more than once, only has to look at the window.
+ * Lengths were checked by the caller. */
+static int s_prepare(journal_t *self, const journal_entry_t *entries, size_t n)
+{
+    size_t slots = 4;
+    while (slots < 2 * n)
+        slots <<= 1;
+    int jrc = s_reserve(self, n, slots);
+    if (jrc)
+        return jrc;
+    size_t mask = slots - 1;
+    memset(self->batch_slots, 0, slots * sizeof *self->batch_slots);
+    for (size_t i = 0; i < n; i++) {
+        const journal_entry_t *e = &entries[i];
+        s_pending_t *p = &self->pending[i];
+        size_t sl = strlen(e->source), il = strlen(e->event_id);
+        *p = (s_pending_t){
+            .hash = dedup_hash(self->dedup, e->source, sl, e->event_id, il),
+            .first = i,
+            .type_len = (uint16_t)strlen(e->type),
+            .source_len = (uint8_t)sl,
+            .event_id_len = (uint8_t)il,
+        };
+        size_t k = (size_t)p->hash & mask;
+        for (; self->batch_slots[k]; k = (k + 1) & mask) {
+            size_t j = self->batch_slots[k] - 1;
+            const s_pending_t *q = &self->pending[j];
+            if (q->hash == p->hash && q->source_len == p->source_len &&
+                q->event_id_len == p->event_id_len &&
+                memcmp(entries[j].source, e->source, sl) == 0 &&
+                memcmp(entries[j].event_id, e->event_id, il) == 0) {
+                p->first = j;
+                break;
+            }
+        }
+        if (p->first == i)
+            self->batch_slots[k] = i + 1;
+    }
+    return JOURNAL_OK;
+}
+
+/* 1 to ID_MAX bytes; a longer string is not even read to its end. */
+static bool s_id_ok(const char *s)
+{
+    return s && s[0] && strnlen(s, ID_MAX + 1) <= ID_MAX;
 }
 
 int journal_append_batch(journal_t *self, journal_entry_t *entries, size_t n,
@@ -717,15 +931,17 @@ int journal_append_batch(journal_t *self, journal_entry_t *entries, size_t n,
      * costs a rollback and "all or nothing" holds trivially. */
     for (size_t i = 0; i < n; i++) {
         const journal_entry_t *e = &entries[i];
-        char kbuf[KEY_BUF];
-        if (s_pair_key(self, e->source, e->event_id, kbuf) == 0 || !e->type ||
-            strlen(e->type) > UINT16_MAX || (e->event_len && !e->event))
+        if (!s_id_ok(e->source) || !s_id_ok(e->event_id) || !e->type ||
+            strnlen(e->type, (size_t)UINT16_MAX + 1) > UINT16_MAX || (e->event_len && !e->event))
             return JOURNAL_INVALID;
     }
     if (s_cursors_check(self, cursors, n_cursors))
         return JOURNAL_INVALID;
     if (n == 0 && n_cursors == 0)
         return JOURNAL_OK;
+    int jrc = n ? s_prepare(self, entries, n) : JOURNAL_OK;
+    if (jrc)
+        return jrc;
     return s_write(self, entries, n, cursors, n_cursors);
 }
 

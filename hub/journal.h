@@ -2,9 +2,15 @@
  *
  * Owns the LMDB environment under the data directory and everything in it:
  *   log     seq (uint64, MDB_INTEGERKEY, appended with MDB_APPEND) -> entry
- *   dedup   source "\0" event_id -> seq, for idempotent publishing
+ *           (type, source, event_id, event bytes)
  *   cursors agency "\0" subscription name -> acknowledged seq, filters
  *   meta    format version and bookkeeping
+ * and, in memory, a de-duplication window (dedup.h) over the last
+ * dedup_window entries, rebuilt from the log when a writable journal opens.
+ * A retried event is recognised while its original is among the last
+ * dedup_window entries of the log; an older original is not, and the retry
+ * is appended as a new event. On-disk random-key indexes are avoided on
+ * purpose: every batch would rewrite one B-tree page per event.
  * Invariants: sequence numbers start at 1 and have no gaps; received_at never
  * decreases along the log (the journal clamps it), so a time maps to a
  * sequence by binary search; an append is durable once journal_append_batch
@@ -43,9 +49,13 @@ typedef struct {
     size_t map_max;   /* ceiling in bytes (0: 64 GiB) */
     bool no_sync;     /* true only for tests and benchmarks: no fsync */
     bool read_only;   /* open for reading only (offline tools) */
+    uint64_t dedup_window; /* entries a retry is checked against (0: 1,000,000);
+                            * costs 40-72 bytes of memory each; ignored read-only */
 } journal_opts_t;
 
-/* Open or create the journal. Returns NULL on error (logged). */
+/* Open or create the journal. A writable one rebuilds its de-duplication
+ * window by reading the last dedup_window entries (logged as
+ * event=dedup_rebuilt). Returns NULL on error (logged). */
 journal_t *journal_new(const journal_opts_t *opts);
 /* Close; NULL-safe; nulls *self_p. */
 void journal_destroy(journal_t **self_p);
@@ -53,14 +63,15 @@ void journal_destroy(journal_t **self_p);
 /* One event to append. The caller fills the inputs; the journal fills the
  * outputs. Pointers are borrowed for the duration of the call. */
 typedef struct {
-    const char *source;   /* agency id (authenticated sender) */
-    const char *event_id;
+    const char *source;   /* agency id (authenticated sender), 1-255 bytes */
+    const char *event_id; /* 1-255 bytes */
     const char *type;     /* stored beside the event so filters need no decode */
     const uint8_t *event; /* serialized ServiceEvent, stored as is */
     size_t event_len;
     uint64_t seq;         /* out: assigned, or the original one for a duplicate */
     int64_t received_at;  /* out: hub receive time (µs since epoch) */
-    bool duplicate;       /* out: (source, event_id) was already in the log */
+    bool duplicate;       /* out: (source, event_id) is in the window or earlier
+                           * in this batch */
 } journal_entry_t;
 
 /* A subscription's cursor, saved with a batch or alone. */
@@ -72,24 +83,33 @@ typedef struct {
 } journal_cursor_t;
 
 /* Append n entries and save n_cursors cursors in one transaction, then commit
- * (fsync unless no_sync). Duplicates inside the batch resolve to the first.
- * All or nothing: on error no entry is written and outputs are unspecified.
- * Grows the map as needed. Returns JOURNAL_OK, JOURNAL_FULL, JOURNAL_NOSPACE,
- * JOURNAL_IO,
- * JOURNAL_INVALID (empty or oversize key, read-only handle) or
- * JOURNAL_CORRUPT (a stored dedup record or its entry does not parse). */
+ * (fsync unless no_sync). An entry whose (source, event_id) matches one of the
+ * last dedup_window entries of the log is a duplicate: not written, and given
+ * the original's seq and received_at. Duplicates inside the batch resolve to
+ * the first. All or nothing: on error no entry is written, the window is
+ * unchanged and outputs are unspecified. Grows the map as needed. Returns
+ * JOURNAL_OK, JOURNAL_FULL, JOURNAL_NOSPACE, JOURNAL_IO,
+ * JOURNAL_INVALID (empty or oversize source, event_id, type or cursor key;
+ * read-only handle) or
+ * JOURNAL_CORRUPT (a stored entry checked as a possible original does not
+ * parse). */
 int journal_append_batch(journal_t *self, journal_entry_t *entries, size_t n,
                          const journal_cursor_t *cursors, size_t n_cursors);
 
 /* Save cursors alone (one synced transaction). */
 int journal_save_cursors(journal_t *self, const journal_cursor_t *cursors, size_t n);
 
-/* A stored entry, as seen by a scan callback: pointers valid only inside it. */
+/* A stored entry, as seen by a scan callback: pointers valid only inside it.
+ * The strings are not NUL-terminated. */
 typedef struct {
     uint64_t seq;
     int64_t received_at;
-    const char *type;     /* not NUL-terminated */
+    const char *type;
     size_t type_len;
+    const char *source;
+    size_t source_len;
+    const char *event_id;
+    size_t event_id_len;
     const uint8_t *event;
     size_t event_len;
 } journal_record_t;

@@ -33,7 +33,11 @@
 
 #define ZAP_DOMAIN "civibus"
 #define READ_BURST 4096       /* messages read before the batch is committed */
-#define REPLAY_MAX_BYTES (4 * 1024 * 1024)
+#define REPLAY_MAX_BYTES (1024 * 1024)
+/* Messages queued per peer, each way. With replies of at most about 1 MiB
+ * (a replay chunk, a Deliver) this bounds what one peer that stops reading,
+ * or floods requests, can make the hub hold. */
+#define PEER_HWM 64
 #define IDLE_POLL_MS 250
 #define BUSY_POLL_MS 5
 #define EXPIRE_EVERY_MS 1000
@@ -79,6 +83,7 @@ struct router {
     uint32_t *entry_req; /* entries[i] belongs to reqs[entry_req[i]] ... */
     uint32_t *entry_idx; /* ... as its event number entry_idx[i] */
     size_t n_entries, cap_entries;
+    size_t n_held; /* events of all pending requests, refused ones included */
 
     batch_t replay;
     s_stats_t stats;
@@ -155,6 +160,19 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
         self->cap_reqs = cap;
     }
     size_t n = pub->n_events;
+    if (n > self->cfg->batch_max) {
+        /* Each event costs the hub a decoded copy until the commit; one
+         * message must not hold more than one batch. */
+        char reason[128];
+        snprintf(reason, sizeof reason, "a publish may carry at most %" PRIu64 " events (batch_max), not %zu",
+                 self->cfg->batch_max, n);
+        s_refuse_count(self, C(TOO_LARGE));
+        log_limited(LOG_WARN, "router", "router.refused", "event=publish_refused agency=%s code=too_large reason=\"%s\"",
+                    agency, reason);
+        wire_send_error(self->sock, peer, request_id, NULL, C(TOO_LARGE), reason);
+        codec_client_free(&msg);
+        return;
+    }
     s_request_t *r = &self->reqs[self->n_reqs];
     memset(r, 0, sizeof *r);
     r->peer = *peer;
@@ -171,6 +189,7 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
     }
     r->n = n;
     self->n_reqs++;
+    self->n_held += n;
     for (size_t i = 0; i < n; i++) {
         Civibus__V1__PublishResult *res = &r->results[i];
         civibus__v1__publish_result__init(res);
@@ -190,7 +209,10 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
             continue;
         }
         codec_event_t *ev = r->events[i];
-        res->event_id = ev->event_id; /* points into ev, freed after the reply */
+        /* Echoed only when it is valid UTF-8: strict decoders would refuse
+         * the whole reply otherwise. Points into ev, freed after the reply. */
+        if (codec_utf8_valid(ev->event_id))
+            res->event_id = ev->event_id;
         if (!codec_event_canonical(ev, raw->len)) {
             s_result_refuse(self, r, i, C(MALFORMED),
                             "event is not canonically encoded (a NUL inside a string, a field given twice, "
@@ -293,6 +315,7 @@ static void s_commit(router_t *self)
     }
     self->n_reqs = 0;
     self->n_entries = 0;
+    self->n_held = 0;
 }
 
 /* ---- other requests ------------------------------------------------------ */
@@ -315,6 +338,7 @@ static void s_on_subscribe(router_t *self, const wire_peer_t *peer, const char *
     rep.next_seq = next;
     rep.last_seq = journal_last_seq(self->journal);
     rep.hub_instance = self->instance;
+    rep.credit = req->credit < self->cfg->credit_max ? req->credit : (uint32_t)self->cfg->credit_max;
     Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
     msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_SUBSCRIBE_REPLY;
     msg.subscribe_reply = &rep;
@@ -326,6 +350,8 @@ static void s_session_answer(router_t *self, const wire_peer_t *peer, const char
     if (code == C(OK))
         return;
     s_refuse_count(self, code);
+    log_limited(LOG_INFO, "router", "router.nosession", "event=unknown_subscription subscription=%s",
+                codec_name_valid(name) ? name : "-");
     wire_send_error(self->sock, peer, 0, name, code, "no such subscription on this connection; subscribe again");
 }
 
@@ -340,6 +366,7 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const Civibus__
     if (kind == CIVIBUS__V1__START_POINT__KIND__SEQ) {
         if (sp->seq == 0) {
             s_refuse_count(self, C(BAD_REQUEST));
+            log_limited(LOG_WARN, "router", "router.badreq", "event=replay_refused reason=seq_zero");
             wire_send_error(self->sock, peer, req->request_id, NULL, C(BAD_REQUEST), "sequence numbers start at 1");
             return;
         }
@@ -359,6 +386,8 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const Civibus__
     batch_t *b = &self->replay;
     int rc = batch_fill(b, self->journal, from, count, REPLAY_MAX_BYTES, count, NULL, NULL);
     if (rc != JOURNAL_OK) {
+        s_refuse_count(self, C(INTERNAL));
+        log_limited(LOG_ERROR, "router", "router.replay", "event=replay_failed error=\"%s\"", journal_strerror(rc));
         wire_send_error(self->sock, peer, req->request_id, NULL, C(INTERNAL), "cannot read the log");
         return;
     }
@@ -389,7 +418,8 @@ static void s_on_ping(router_t *self, const wire_peer_t *peer, const Civibus__V1
     wire_send(self->sock, peer, &msg);
 }
 
-static void s_on_status(router_t *self, const wire_peer_t *peer, const Civibus__V1__StatusRequest *req)
+static void s_on_status(router_t *self, const wire_peer_t *peer, const char *agency,
+                        const Civibus__V1__StatusRequest *req)
 {
     Civibus__V1__StatusReply st = CIVIBUS__V1__STATUS_REPLY__INIT;
     st.request_id = req->request_id;
@@ -398,7 +428,7 @@ static void s_on_status(router_t *self, const wire_peer_t *peer, const Civibus__
     st.first_seq = journal_first_seq(self->journal);
     st.last_seq = journal_last_seq(self->journal);
     st.started_at = self->started_at;
-    if (subs_status(self->subs, &st) != 0) {
+    if (subs_status(self->subs, agency, &st) != 0) {
         subs_status_free(&st);
         wire_send_error(self->sock, peer, req->request_id, NULL, C(INTERNAL), "cannot list subscriptions");
         return;
@@ -467,7 +497,7 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         s_on_ping(self, peer, msg->ping);
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_STATUS:
-        s_on_status(self, peer, msg->status);
+        s_on_status(self, peer, agency, msg->status);
         break;
     default:
         s_refuse_count(self, C(BAD_REQUEST));
@@ -518,6 +548,8 @@ static int s_read_one(router_t *self)
             zmq_msg_close(&rest);
         } while (more);
         s_refuse_count(self, C(MALFORMED));
+        log_limited(LOG_WARN, "router", "router.malformed", "event=message_refused agency=%s code=malformed reason=multipart",
+                    who[0] ? who : "-");
         wire_send_error(self->sock, &peer, 0, NULL, C(MALFORMED), "a message must be exactly one frame");
     } else if (!agency || !codec_agency_valid(who)) {
         /* Cannot happen with ZAP enforced; refuse rather than guess. */
@@ -573,8 +605,8 @@ static int s_socket_open(router_t *self)
     rc = rc ? rc : s_setopt_int(self->sock, ZMQ_HEARTBEAT_IVL, hb);
     rc = rc ? rc : s_setopt_int(self->sock, ZMQ_HEARTBEAT_TIMEOUT, hb * 3);
     rc = rc ? rc : s_setopt_int(self->sock, ZMQ_HEARTBEAT_TTL, hb * 3);
-    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_SNDHWM, 100000);
-    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_RCVHWM, 100000);
+    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_SNDHWM, PEER_HWM);
+    rc = rc ? rc : s_setopt_int(self->sock, ZMQ_RCVHWM, PEER_HWM);
     rc = rc ? rc : s_setopt_int(self->sock, ZMQ_LINGER, 2000);
     if (rc != 0) {
         log_error("router", "event=socket_setup_failed error=\"%s\"", zmq_strerror(zmq_errno()));
@@ -608,7 +640,8 @@ router_t *router_new(const config_t *cfg)
                          .map_init = cfg->map_size_initial,
                          .map_max = cfg->map_size_max,
                          .no_sync = !cfg->sync,
-                         .read_only = false};
+                         .read_only = false,
+                         .dedup_window = cfg->dedup_window};
     self->journal = journal_new(&jo);
     if (!self->journal)
         goto fail;
@@ -666,7 +699,7 @@ const char *router_endpoint(const router_t *self)
 /* Read what is waiting (up to a burst or a full batch), commit, deliver. */
 static int s_turn(router_t *self)
 {
-    for (int i = 0; i < READ_BURST && self->n_entries < self->cfg->batch_max; i++) {
+    for (int i = 0; i < READ_BURST && self->n_held < self->cfg->batch_max; i++) {
         int rc = s_read_one(self);
         if (rc < 0)
             return -1;
@@ -696,9 +729,13 @@ static void s_log_stats(router_t *self)
     log_info("router",
              "event=stats accepted=%" PRIu64 " duplicates=%" PRIu64 " commits=%" PRIu64 " not_authorised=%" PRIu64
              " malformed=%" PRIu64 " too_large=%" PRIu64 " storage_full=%" PRIu64 " internal=%" PRIu64
-             " replies_lost=%" PRIu64 " handshakes_refused=%" PRIu64 " last_seq=%" PRIu64,
+             " bad_request=%" PRIu64 " unavailable=%" PRIu64 " unsupported_version=%" PRIu64
+             " unknown_subscription=%" PRIu64 " replies_lost=%" PRIu64 " handshakes_refused=%" PRIu64
+             " last_seq=%" PRIu64,
              s->accepted, s->duplicates, s->commits, s->refused[C(NOT_AUTHORISED)], s->refused[C(MALFORMED)],
-             s->refused[C(TOO_LARGE)], s->refused[C(STORAGE_FULL)], s->refused[C(INTERNAL)], s->replies_lost,
+             s->refused[C(TOO_LARGE)], s->refused[C(STORAGE_FULL)], s->refused[C(INTERNAL)],
+             s->refused[C(BAD_REQUEST)], s->refused[C(UNAVAILABLE)], s->refused[C(UNSUPPORTED_VERSION)],
+             s->refused[C(UNKNOWN_SUBSCRIPTION)], s->replies_lost,
              auth_refused(self->auth), journal_last_seq(self->journal));
 }
 

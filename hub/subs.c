@@ -383,13 +383,17 @@ static size_t s_pump_one(subs_t *self, s_session_t *s, uint64_t last, bool *gone
         goto done;
     }
     if (b->scanned_to == 0) {
-        /* Nothing at next_seq although last >= next_seq: entries were removed
-         * from the front; continue from the first one there is. */
+        /* Nothing at next_seq although last >= next_seq. Entries removed from
+         * the front move the session to the first one there is; anything else
+         * is a fault, and skipping ahead would lose events: retry later. */
         uint64_t first = journal_first_seq(self->journal);
-        if (first > s->next_seq)
+        if (first > s->next_seq) {
             s->next_seq = first;
-        else
-            s->next_seq = last + 1;
+        } else {
+            log_limited(LOG_ERROR, "subs", "subs.hole", "event=log_hole subscription=%s seq=%llu last_seq=%llu",
+                        s->name, (unsigned long long)s->next_seq, (unsigned long long)last);
+            s->busy = true;
+        }
         goto done;
     }
     if (b->n == 0) {
@@ -516,6 +520,7 @@ void subs_saved(subs_t *self)
 
 typedef struct {
     subs_t *self;
+    const char *agency;
     Civibus__V1__StatusReply *status;
     size_t cap;
     int failed;
@@ -557,8 +562,8 @@ static Civibus__V1__SubscriptionStatus *s_status_add(s_status_ctx_t *c, const ch
 static int s_status_saved(const journal_cursor_t *cur, void *arg)
 {
     s_status_ctx_t *c = arg;
-    if (s_find(c->self, cur->agency, cur->name))
-        return 0; /* live: reported from memory */
+    if (strcmp(cur->agency, c->agency) != 0 || s_find(c->self, cur->agency, cur->name))
+        return 0; /* another agency's, or live: reported from memory */
     Civibus__V1__SubscriptionStatus *ss = s_status_add(c, cur->agency, cur->name, cur->filters);
     if (!ss) {
         c->failed = 1;
@@ -568,11 +573,13 @@ static int s_status_saved(const journal_cursor_t *cur, void *arg)
     return 0;
 }
 
-int subs_status(subs_t *self, Civibus__V1__StatusReply *status)
+int subs_status(subs_t *self, const char *agency, Civibus__V1__StatusReply *status)
 {
-    s_status_ctx_t c = {.self = self, .status = status};
+    s_status_ctx_t c = {.self = self, .agency = agency, .status = status};
     for (size_t i = 0; i < self->n; i++) {
         s_session_t *s = self->list[i];
+        if (strcmp(s->agency, agency) != 0)
+            continue;
         Civibus__V1__SubscriptionStatus *ss = s_status_add(&c, s->agency, s->name, s->filters_joined);
         if (!ss)
             return -1;

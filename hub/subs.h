@@ -76,9 +76,10 @@ void subs_expire(subs_t *self, int64_t now_ms);
 size_t subs_take_dirty(subs_t *self, const journal_cursor_t **out);
 void subs_saved(subs_t *self);
 
-/* Fill status->subscriptions (live sessions and saved cursors). The strings
- * and array are allocated; free them with subs_status_free. */
-int subs_status(subs_t *self, Civibus__V1__StatusReply *status);
+/* Fill status->subscriptions with agency's subscriptions (live sessions and
+ * saved cursors): an agency sees its own, not others' names and filters. The
+ * strings and array are allocated; free them with subs_status_free. */
+int subs_status(subs_t *self, const char *agency, Civibus__V1__StatusReply *status);
 void subs_status_free(Civibus__V1__StatusReply *status);
 
 size_t subs_count(const subs_t *self);

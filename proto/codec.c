@@ -185,7 +185,7 @@ static bool s_len_ok(const char *s, size_t max)
 
 /* protobuf-c does not check that string fields are UTF-8; stricter decoders
  * (Go, Python, Java) refuse such events, so the hub must not accept them. */
-static bool s_utf8(const char *s)
+bool codec_utf8_valid(const char *s)
 {
     const unsigned char *p = (const unsigned char *)(s ? s : "");
     while (*p) {
@@ -239,8 +239,8 @@ bool codec_event_valid(const codec_event_t *ev, char *reason, size_t reason_len)
         why = "more than 32 headers";
     else if (ev->occurred_at < 0)
         why = "occurred_at is negative";
-    else if (!s_utf8(ev->event_id) || !s_utf8(ev->source) || !s_utf8(ev->subject) ||
-             !s_utf8(ev->content_type) || !s_utf8(ev->correlation_id))
+    else if (!codec_utf8_valid(ev->event_id) || !codec_utf8_valid(ev->source) || !codec_utf8_valid(ev->subject) ||
+             !codec_utf8_valid(ev->content_type) || !codec_utf8_valid(ev->correlation_id))
         why = "a string field is not valid UTF-8";
     for (size_t i = 0; !why && i < ev->n_headers; i++) {
         const Civibus__V1__Header *h = ev->headers[i];
@@ -248,7 +248,7 @@ bool codec_event_valid(const codec_event_t *ev, char *reason, size_t reason_len)
             why = "a header has an empty key";
         else if (!s_len_ok(h->key, CODEC_HEADER_MAX) || !s_len_ok(h->value, CODEC_HEADER_MAX))
             why = "a header key or value is longer than 1024 bytes";
-        else if (!s_utf8(h->key) || !s_utf8(h->value))
+        else if (!codec_utf8_valid(h->key) || !codec_utf8_valid(h->value))
             why = "a header key or value is not valid UTF-8";
     }
     if (why && reason && reason_len)

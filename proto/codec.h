@@ -69,6 +69,10 @@ bool codec_event_valid(const codec_event_t *ev, char *reason, size_t reason_len)
  * as source "src". Unknown fields keep their size and do not matter. */
 bool codec_event_canonical(const codec_event_t *ev, size_t raw_len);
 
+/* Is s (NUL-terminated; NULL counts as empty) valid UTF-8, with no overlong
+ * forms, surrogates or code points beyond U+10FFFF? */
+bool codec_utf8_valid(const char *s);
+
 /* Syntax checks. Agency ids: 1-64 chars of [a-z0-9-] in dot-separated
  * non-empty labels. Event types: 1-128 chars of [A-Za-z0-9_-] in dot-separated
  * non-empty labels. Filters: "*", an event type, or an event type followed by

@@ -56,7 +56,7 @@ for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
     name=$(basename "$t")
     if [ "${MEMCHECK:-0}" = 1 ]; then
-        case $name in test_journal|test_codec|test_sdk_*|test_cli_*|test_config*) ;;
+        case $name in test_journal|test_codec|test_dedup|test_sdk_*|test_cli_*|test_config*) ;;
         *) continue ;;
         esac
         run "$name (valgrind)" valgrind -q --error-exitcode=9 --leak-check=full "$t"

@@ -366,6 +366,14 @@ void sdk_subs_on_reply(civ_client_t *self, const Civibus__V1__SubscribeReply *re
         bool reopened = sub->state == SDK_SUB_RESUB;
         if (sub->state != SDK_SUB_ACTIVE)
             sub->state = SDK_SUB_ACTIVE;
+        /* The hub caps credit at its credit_max; granting in halves of more
+         * than it gave would never grant at all. */
+        if (reply->credit > 0 && reply->credit < sub->window)
+            sub->window = reply->credit;
+        /* An explicit start may go back in the log: hand those events out
+         * again. A re-open from the cursor keeps dropping what was handed. */
+        if (!reopened && reply->next_seq > 0)
+            sub->handed = reply->next_seq - 1;
         snprintf(sub->hub_instance, sizeof sub->hub_instance, "%s", reply->hub_instance);
         if (reopened && sub->acked)
             s_send_ack(self, sub, sub->acked);
@@ -381,6 +389,10 @@ void sdk_subs_on_deliver(civ_client_t *self, codec_hub_msg_t **msg_p)
     sdk_sub_t *sub = s_find(self, deliver->subscription);
     if (!sub || deliver->n_events == 0)
         return; /* unsubscribed meanwhile */
+    /* The hub answers a Subscribe before it delivers on the new session, so
+     * anything arriving before that answer belongs to the old session. */
+    if (sub->state != SDK_SUB_ACTIVE)
+        return;
     /* The hub owes us at most window events; twice that (a Subscribe sent
      * twice around a reconnect) is the most a correct hub can get to. */
     if (sub->queued + deliver->n_events > 2 * (size_t)sub->window) {

@@ -360,12 +360,59 @@ static void test_blocking_publish_and_duplicates(void **state)
     it_expect_quiet(sub, 500);
 }
 
+/* The hub caps credit at credit_max; a consumer asking for a larger window
+ * must still get everything (it grants in halves of what it was given). */
+static void test_credit_capped_by_hub(void **state)
+{
+    it_fix_t *f = *state;
+    const char *flags[] = {"--no-sync", "--credit-max", "100", NULL};
+    it_start(f, flags);
+    civ_client_t *pa = it_client(f, A, 5000);
+    civ_client_t *sub = it_client_opts(f, C, 5000, 1024, 0);
+    it_publish_many(pa, 0, 1000, 256, NULL);
+    const char *all[] = {"*"};
+    assert_int_equal(civ_subscribe(sub, "capped", all, 1, it_from_first(), 1024), CIV_OK);
+    civ_delivery_t **got = calloc(1000, sizeof *got);
+    it_receive(sub, "capped", got, 1000, 20000, 100);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(got[i]->seq, (uint64_t)i + 1);
+    it_free_all(got, 1000);
+    free(got);
+}
+
+/* Subscribing again under the same name with an explicit start, on a live
+ * connection with events in flight, starts over there: nothing from the old
+ * session is handed out, nothing of the new one is dropped. */
+static void test_resubscribe_from_first_live(void **state)
+{
+    it_fix_t *f = *state;
+    it_start(f, s_flags);
+    civ_client_t *pa = it_client(f, A, 5000);
+    civ_client_t *sub = it_client(f, C, 5000);
+    it_publish_many(pa, 0, 3000, 256, NULL);
+    const char *all[] = {"*"};
+    assert_int_equal(civ_subscribe(sub, "again", all, 1, it_from_first(), 1024), CIV_OK);
+    civ_delivery_t **got = calloc(3000, sizeof *got);
+    it_receive(sub, "again", got, 600, 10000, 0);
+    assert_int_equal(got[599]->seq, 600);
+    it_free_all(got, 600);
+    assert_int_equal(civ_subscribe(sub, "again", all, 1, it_from_first(), 1024), CIV_OK);
+    it_receive(sub, "again", got, 3000, 20000, 500);
+    for (int i = 0; i < 3000; i++)
+        assert_int_equal(got[i]->seq, (uint64_t)i + 1);
+    it_free_all(got, 3000);
+    free(got);
+    it_expect_quiet(sub, 300);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_two_publishers_one_subscriber, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_filters, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_blocking_publish_and_duplicates, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_credit_capped_by_hub, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_resubscribe_from_first_live, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -452,7 +452,9 @@ static void test_stalled_consumer_costs_nothing(void **state)
     /* The stalled subscription holds at most its window: the hub reports one
      * event in flight and a cursor of 0. */
     civ_status_t *st = NULL;
-    assert_int_equal(civ_status(pa, &st), CIV_OK);
+    /* An agency sees its own subscriptions in the status: ask as C. */
+    civ_client_t *observer = it_client(f, C, 5000);
+    assert_int_equal(civ_status(observer, &st), CIV_OK);
     bool found = false;
     for (size_t i = 0; i < st->n_subscriptions; i++) {
         const civ_sub_status_t *s = &st->subscriptions[i];
@@ -474,6 +476,68 @@ static void test_stalled_consumer_costs_nothing(void **state)
     it_free_all(few, 3);
 }
 
+/* One Publish may not carry more than batch_max events: refused whole with
+ * too_large and its request id, and the connection keeps working. A source
+ * with a NUL inside ("agency-a\0x" would read as agency-a to protobuf-c) is
+ * refused as malformed, not accepted as the authenticated agency. */
+static void test_oversize_publish_and_hidden_nul(void **state)
+{
+    it_fix_t *f = *state;
+    const char *flags[] = {"--no-sync", "--batch-max", "8", NULL};
+    it_start(f, flags);
+    it_raw_t *raw = it_raw(f, A);
+
+    Civibus__V1__ServiceEvent evs[9];
+    Civibus__V1__ServiceEvent *ptrs[9];
+    char ids[9][24];
+    for (int i = 0; i < 9; i++) {
+        civibus__v1__service_event__init(&evs[i]);
+        snprintf(ids[i], sizeof ids[i], "many-%d", i);
+        evs[i].event_id = ids[i];
+        evs[i].source = A;
+        evs[i].type = "population.birth.registered";
+        ptrs[i] = &evs[i];
+    }
+    assert_int_equal(it_raw_publish(raw, 77, ptrs, 9), 0);
+    Civibus__V1__HubMessage *m = it_raw_recv(raw, 5000);
+    assert_non_null(m);
+    assert_int_equal(m->body_case, CIVIBUS__V1__HUB_MESSAGE__BODY_ERROR);
+    assert_int_equal(m->error->code, CIVIBUS__V1__ERROR_CODE__TOO_LARGE);
+    assert_int_equal(m->error->request_id, 77);
+    it_hub_msg_free(&m);
+
+    /* Eight fit. */
+    assert_int_equal(it_raw_publish(raw, 78, ptrs, 8), 0);
+    m = it_raw_recv(raw, 5000);
+    assert_non_null(m);
+    assert_int_equal(m->body_case, CIVIBUS__V1__HUB_MESSAGE__BODY_PUBLISH_REPLY);
+    assert_int_equal(m->publish_reply->n_results, 8);
+    for (size_t i = 0; i < 8; i++)
+        assert_int_equal(m->publish_reply->results[i]->code, CIVIBUS__V1__ERROR_CODE__OK);
+    it_hub_msg_free(&m);
+
+    /* A source with a NUL hidden inside, written by hand: field 2, length 10. */
+    static const uint8_t hidden[] = {0x0a, 0x03, 'n', 'u', 'l', 0x12, 0x0a, 'a', 'g', 'e', 'n', 'c',
+                                     'y', '-', 'a', 0x00, 'x', 0x1a, 0x03, 'a', '.', 'b'};
+    ProtobufCBinaryData bin = {sizeof hidden, (uint8_t *)hidden};
+    Civibus__V1__Publish pub = CIVIBUS__V1__PUBLISH__INIT;
+    pub.request_id = 79;
+    pub.n_events = 1;
+    pub.events = &bin;
+    Civibus__V1__ClientMessage msg = CIVIBUS__V1__CLIENT_MESSAGE__INIT;
+    msg.version = 1;
+    msg.body_case = CIVIBUS__V1__CLIENT_MESSAGE__BODY_PUBLISH;
+    msg.publish = &pub;
+    assert_int_equal(it_raw_send(raw, &msg, false), 0);
+    m = it_raw_recv(raw, 5000);
+    assert_non_null(m);
+    assert_int_equal(m->body_case, CIVIBUS__V1__HUB_MESSAGE__BODY_PUBLISH_REPLY);
+    assert_int_equal(m->publish_reply->n_results, 1);
+    assert_int_equal(m->publish_reply->results[0]->code, CIVIBUS__V1__ERROR_CODE__MALFORMED);
+    it_hub_msg_free(&m);
+    assert_true(it_log_contains(f, "code=too_large", 2000));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -482,6 +546,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_too_large, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_malformed_messages, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stalled_consumer_costs_nothing, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_oversize_publish_and_hidden_nul, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -87,7 +87,7 @@ static void s_wait_cursor(civ_client_t *c, const char *agency, const char *name,
 
 /* Subscribe from the start, take the first FIRST_BATCH events' first ACKED,
  * acknowledge them, and take a few more without acknowledging. */
-static civ_client_t *s_consume_part(it_fix_t *f, civ_client_t *pa, const char *name)
+static civ_client_t *s_consume_part(it_fix_t *f, const char *name)
 {
     civ_client_t *c = it_client(f, C, 10000);
     const char *all[] = {"*"};
@@ -96,7 +96,7 @@ static civ_client_t *s_consume_part(it_fix_t *f, civ_client_t *pa, const char *n
     assert_int_equal(civ_ack(c, name, ACKED), CIV_OK);
     /* Received but never acknowledged: these must come again. */
     s_expect_range(c, name, ACKED + 1, ACKED + 5, 10000);
-    s_wait_cursor(pa, C, name, ACKED);
+    s_wait_cursor(c, C, name, ACKED);
     return c;
 }
 
@@ -106,7 +106,7 @@ static void test_resume_after_disconnect(void **state)
     it_start(f, NULL);
     civ_client_t *pa = it_client(f, A, 10000);
     s_publish(pa, 0, FIRST_BATCH);
-    civ_client_t *c1 = s_consume_part(f, pa, "resume");
+    civ_client_t *c1 = s_consume_part(f, "resume");
     it_drop(f, &c1);
 
     s_publish(pa, FIRST_BATCH, SECOND_BATCH);
@@ -116,7 +116,7 @@ static void test_resume_after_disconnect(void **state)
     s_expect_range(c2, "resume", ACKED + 1, TOTAL, 15000);
     it_expect_quiet(c2, 500);
     assert_int_equal(civ_ack(c2, "resume", TOTAL), CIV_OK);
-    s_wait_cursor(pa, C, "resume", TOTAL);
+    s_wait_cursor(c2, C, "resume", TOTAL);
 }
 
 /* Another name of the same agency, and the same name of the same agency
@@ -127,7 +127,7 @@ static void test_cursor_is_per_name(void **state)
     it_start(f, NULL);
     civ_client_t *pa = it_client(f, A, 10000);
     s_publish(pa, 0, FIRST_BATCH);
-    civ_client_t *c1 = s_consume_part(f, pa, "one");
+    civ_client_t *c1 = s_consume_part(f, "one");
     it_drop(f, &c1);
 
     civ_client_t *c2 = it_client(f, C, 10000);
@@ -147,7 +147,7 @@ static void test_resume_across_restart_same_client(void **state)
     it_start(f, NULL);
     civ_client_t *pa = it_client(f, A, 10000);
     s_publish(pa, 0, FIRST_BATCH);
-    civ_client_t *c1 = s_consume_part(f, pa, "kept");
+    civ_client_t *c1 = s_consume_part(f, "kept");
 
     assert_int_equal(harness_stop(f->h), 0);
     it_start(f, NULL);
@@ -159,7 +159,7 @@ static void test_resume_across_restart_same_client(void **state)
     s_expect_range(c1, "kept", ACKED + 6, TOTAL, 30000);
     it_expect_quiet(c1, 500);
     assert_int_equal(civ_ack(c1, "kept", TOTAL), CIV_OK);
-    s_wait_cursor(pa, C, "kept", TOTAL);
+    s_wait_cursor(c1, C, "kept", TOTAL);
 }
 
 static void test_resume_across_restart_new_client(void **state)
@@ -168,7 +168,7 @@ static void test_resume_across_restart_new_client(void **state)
     it_start(f, NULL);
     civ_client_t *pa = it_client(f, A, 10000);
     s_publish(pa, 0, FIRST_BATCH);
-    civ_client_t *c1 = s_consume_part(f, pa, "fresh");
+    civ_client_t *c1 = s_consume_part(f, "fresh");
     it_drop(f, &c1);
     it_drop(f, &pa);
 
@@ -198,7 +198,7 @@ static void test_resume_after_kill(void **state)
     it_start(f, NULL);
     civ_client_t *pa = it_client(f, A, 10000);
     s_publish(pa, 0, FIRST_BATCH);
-    civ_client_t *c1 = s_consume_part(f, pa, "killed");
+    civ_client_t *c1 = s_consume_part(f, "killed");
     it_drop(f, &c1);
     it_sleep_ms(1000); /* cursor_flush_ms is 200 */
 

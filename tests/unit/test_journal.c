@@ -2,7 +2,9 @@
  *
  * Each test gets a fresh directory from mkdtemp under /tmp, removed by the
  * teardown. Events are generated from their number, so any entry can be
- * checked byte for byte after reopening. The read-only test forks: LMDB
+ * checked byte for byte after reopening; its id is "ev-<k>". Tests of the
+ * de-duplication window use small windows (journal_opts_t accepts any size;
+ * the config bounds are the hub's). The read-only test forks: LMDB
  * forbids opening one environment twice in one process, and offline tools
  * read from another process anyway.
  */
@@ -155,6 +157,8 @@ typedef struct {
     bool ordered;     /* seqs consecutive, received_at non-decreasing */
     bool content_ok;  /* event = s_event_fill(event number), type matches */
     bool number_is_seq; /* event number equals seq (no duplicates appended) */
+    bool ids_ok;      /* event_id is "ev-<event number>", source is `source` */
+    const char *source; /* expected source (NULL: any non-empty one) */
     uint64_t stop_at; /* return 42 at this seq (0: never) */
 } scan_t;
 
@@ -176,12 +180,19 @@ static int s_visit(const journal_record_t *rec, void *arg)
         s->content_ok = false;
     if (k != rec->seq)
         s->number_is_seq = false;
+    char id[32];
+    int idlen = snprintf(id, sizeof id, "ev-%llu", (unsigned long long)k);
+    if (rec->event_id_len != (size_t)idlen || memcmp(rec->event_id, id, rec->event_id_len) != 0 ||
+        rec->source_len == 0 ||
+        (s->source && (rec->source_len != strlen(s->source) ||
+                       memcmp(rec->source, s->source, rec->source_len) != 0)))
+        s->ids_ok = false;
     return s->stop_at && rec->seq == s->stop_at ? 42 : 0;
 }
 
 static scan_t s_scan(journal_t *j, uint64_t from, size_t max, int *rc)
 {
-    scan_t s = {.ordered = true, .content_ok = true, .number_is_seq = true};
+    scan_t s = {.ordered = true, .content_ok = true, .number_is_seq = true, .ids_ok = true};
     *rc = journal_scan(j, from, max, s_visit, &s);
     return s;
 }
@@ -241,9 +252,20 @@ static void test_append_and_read_back(void **state)
     s_append(j, 101, 50);
     s_check_log(j, 150);
 
-    /* from/max windows */
+    /* source and event_id come back with every record */
     int rc;
-    scan_t s = s_scan(j, 51, 10, &rc);
+    scan_t s = {.ordered = true, .content_ok = true, .number_is_seq = true, .ids_ok = true,
+                .source = "ee.population-register"};
+    assert_int_equal(journal_scan(j, 1, 0, s_visit, &s), JOURNAL_OK);
+    assert_int_equal(s.count, 150);
+    assert_true(s.ids_ok);
+    s.source = "ee.population-registe"; /* a prefix is not the source */
+    s.ids_ok = true;
+    assert_int_equal(journal_scan(j, 1, 1, s_visit, &s), JOURNAL_OK);
+    assert_false(s.ids_ok);
+
+    /* from/max windows */
+    s = s_scan(j, 51, 10, &rc);
     assert_int_equal(rc, JOURNAL_OK);
     assert_int_equal(s.count, 10);
     assert_int_equal(s.first, 51);
@@ -343,7 +365,7 @@ static void test_duplicates(void **state)
     assert_int_equal(d.seq, 5);
     assert_int_equal(journal_last_seq(j), 5);
 
-    /* dedup survives a reopen */
+    /* the window is rebuilt from the log at reopen */
     journal_destroy(&j);
     j = journal_new(&f->opts);
     assert_non_null(j);
@@ -371,7 +393,7 @@ static void test_invalid_arguments(void **state)
     char longid[600];
     memset(longid, 'x', sizeof longid - 1);
     longid[sizeof longid - 1] = '\0';
-    bad[4].event_id = longid; /* beyond LMDB's key size */
+    bad[4].event_id = longid; /* beyond 255 bytes */
     for (int i = 0; i < 5; i++) {
         journal_entry_t batch[2] = {ok, bad[i]};
         assert_int_equal(journal_append_batch(j, batch, 2, NULL, 0), JOURNAL_INVALID);
@@ -624,6 +646,268 @@ static void test_map_full(void **state)
     journal_destroy(&j);
 }
 
+/* --- the de-duplication window ------------------------------------------- */
+
+/* Append events first..first+n-1 again and expect them all to be duplicates
+ * of seqs orig..orig+n-1 (orig 0: of themselves, seq k for event k). */
+static void s_expect_dups(journal_t *j, uint64_t first, size_t n, uint64_t orig)
+{
+    uint64_t last = journal_last_seq(j);
+    batch_t b = s_batch("ee.population-register", first, n, 64);
+    assert_int_equal(journal_append_batch(j, b.e, n, NULL, 0), JOURNAL_OK);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(b.e[i].duplicate);
+        assert_int_equal(b.e[i].seq, (orig ? orig : first) + i);
+    }
+    s_batch_free(&b);
+    assert_int_equal(journal_last_seq(j), last);
+}
+
+/* Append event k once and return the seq it got; *dup says if it was one. */
+static uint64_t s_append_one(journal_t *j, uint64_t k, bool *dup)
+{
+    batch_t b = s_batch("ee.population-register", k, 1, 0);
+    assert_int_equal(journal_append_batch(j, b.e, 1, NULL, 0), JOURNAL_OK);
+    uint64_t seq = b.e[0].seq;
+    *dup = b.e[0].duplicate;
+    s_batch_free(&b);
+    return seq;
+}
+
+typedef struct {
+    uint64_t numbers[8]; /* event number at each visited seq */
+    int64_t times[8];
+    size_t n;
+} numbers_t;
+
+static int s_numbers(const journal_record_t *rec, void *arg)
+{
+    numbers_t *nb = arg;
+    if (nb->n < 8) {
+        nb->times[nb->n] = rec->received_at;
+        nb->numbers[nb->n++] = s_event_number(rec->event);
+    }
+    return 0;
+}
+
+static void test_window_rebuilt_after_reopen(void **state)
+{
+    fixture_t *f = *state;
+    f->opts.dedup_window = 1000;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    for (uint64_t k = 1; k <= 2500; k += 500)
+        s_append(j, k, 500);
+    journal_destroy(&j);
+
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    /* the last 1000 are recognised, with their original times */
+    numbers_t orig = {.n = 0};
+    assert_int_equal(journal_scan(j, 1501, 1, s_numbers, &orig), JOURNAL_OK);
+    batch_t b = s_batch("ee.population-register", 1501, 1000, 64);
+    assert_int_equal(journal_append_batch(j, b.e, b.n, NULL, 0), JOURNAL_OK);
+    for (size_t i = 0; i < b.n; i++) {
+        assert_true(b.e[i].duplicate);
+        assert_int_equal(b.e[i].seq, 1501 + i);
+    }
+    assert_int_equal(b.e[0].received_at, orig.times[0]);
+    s_batch_free(&b);
+    assert_int_equal(journal_last_seq(j), 2500);
+
+    /* event 1500 is just older than the window: appended anew */
+    bool dup;
+    assert_int_equal(s_append_one(j, 1500, &dup), 2501);
+    assert_false(dup);
+    assert_int_equal(s_append_one(j, 1500, &dup), 2501);
+    assert_true(dup);
+    journal_destroy(&j);
+
+    /* a larger window after a restart holds both copies of event 1500: a
+     * retry resolves to the first, the original */
+    f->opts.dedup_window = 5000;
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    assert_int_equal(s_append_one(j, 1500, &dup), 1500);
+    assert_true(dup);
+    s_expect_dups(j, 1, 500, 0);
+    journal_destroy(&j);
+
+    /* a smaller one holds only the last entries */
+    f->opts.dedup_window = 1;
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    assert_int_equal(s_append_one(j, 1500, &dup), 2501);
+    assert_true(dup);
+    assert_int_equal(s_append_one(j, 2500, &dup), 2502);
+    assert_false(dup);
+    journal_destroy(&j);
+}
+
+static void test_window_older_original(void **state)
+{
+    fixture_t *f = *state;
+    f->opts.dedup_window = 1000;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    for (uint64_t k = 1; k <= 1500; k += 500)
+        s_append(j, k, 500);
+    /* the window is seqs 501..1500 */
+    bool dup;
+    assert_int_equal(s_append_one(j, 501, &dup), 501);
+    assert_true(dup);
+    assert_int_equal(s_append_one(j, 500, &dup), 1501); /* too old: new */
+    assert_false(dup);
+    assert_int_equal(s_append_one(j, 501, &dup), 1502); /* 1501 pushed it out */
+    assert_false(dup);
+
+    /* in one batch: an old event twice, and one inside the window; the
+     * window only moves after the commit, so 1000 is found as before */
+    batch_t b = s_batch("ee.population-register", 100, 1, 0);
+    batch_t c = s_batch("ee.population-register", 1000, 1, 0);
+    journal_entry_t e[3] = {b.e[0], b.e[0], c.e[0]};
+    assert_int_equal(journal_append_batch(j, e, 3, NULL, 0), JOURNAL_OK);
+    assert_false(e[0].duplicate);
+    assert_int_equal(e[0].seq, 1503);
+    assert_true(e[1].duplicate);
+    assert_int_equal(e[1].seq, 1503);
+    assert_int_equal(e[1].received_at, e[0].received_at);
+    assert_true(e[2].duplicate);
+    assert_int_equal(e[2].seq, 1000);
+    s_batch_free(&b);
+    s_batch_free(&c);
+
+    /* the re-appended events are stored whole, with their ids */
+    numbers_t nb = {.n = 0};
+    assert_int_equal(journal_scan(j, 1501, 0, s_numbers, &nb), JOURNAL_OK);
+    assert_int_equal(nb.n, 3);
+    assert_int_equal(nb.numbers[0], 500);
+    assert_int_equal(nb.numbers[1], 501);
+    assert_int_equal(nb.numbers[2], 100);
+    int rc;
+    scan_t s = s_scan(j, 1501, 0, &rc);
+    assert_int_equal(rc, JOURNAL_OK);
+    assert_true(s.content_ok);
+    assert_true(s.ids_ok);
+    journal_destroy(&j);
+}
+
+static void test_full_batch_leaves_window(void **state)
+{
+    fixture_t *f = *state;
+    f->opts.map_init = 1 * MIB;
+    f->opts.map_max = 2 * MIB;
+    f->opts.dedup_window = 50;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    uint64_t k = 1;
+    int rc = JOURNAL_OK;
+    while (rc == JOURNAL_OK) {
+        batch_t b = s_batch("ee.population-register", k, 10, 4000);
+        rc = journal_append_batch(j, b.e, 10, NULL, 0);
+        s_batch_free(&b);
+        if (rc == JOURNAL_OK)
+            k += 10;
+    }
+    assert_int_equal(rc, JOURNAL_FULL);
+    uint64_t last = k - 1;
+    assert_true(last > 50);
+    /* Had the failed batch entered the window, its ten seqs would have
+     * pushed out last-49..last-40. They are all still recognised (and a
+     * batch of duplicates only writes nothing, so it succeeds when full). */
+    s_expect_dups(j, last - 49, 50, 0);
+    journal_destroy(&j);
+
+    /* with a higher ceiling the same events get fresh seqs, then are
+     * duplicates */
+    f->opts.map_max = 4 * MIB;
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    batch_t b = s_batch("ee.population-register", k, 10, 4000);
+    assert_int_equal(journal_append_batch(j, b.e, 10, NULL, 0), JOURNAL_OK);
+    for (size_t i = 0; i < 10; i++) {
+        assert_false(b.e[i].duplicate);
+        assert_int_equal(b.e[i].seq, last + 1 + i);
+    }
+    assert_int_equal(journal_append_batch(j, b.e, 10, NULL, 0), JOURNAL_OK);
+    for (size_t i = 0; i < 10; i++) {
+        assert_true(b.e[i].duplicate);
+        assert_int_equal(b.e[i].seq, last + 1 + i);
+    }
+    s_batch_free(&b);
+    s_check_log(j, last + 10);
+    journal_destroy(&j);
+}
+
+typedef struct {
+    size_t source_len, event_id_len;
+    bool bytes_ok;
+} limits_t;
+
+static int s_limits(const journal_record_t *rec, void *arg)
+{
+    limits_t *l = arg;
+    l->source_len = rec->source_len;
+    l->event_id_len = rec->event_id_len;
+    l->bytes_ok = rec->type_len == 1 && rec->type[0] == 't' && rec->event_len == 64 &&
+                  s_event_check(rec->event, rec->event_len, 1);
+    for (size_t i = 0; i < rec->source_len; i++)
+        l->bytes_ok = l->bytes_ok && rec->source[i] == 's';
+    for (size_t i = 0; i < rec->event_id_len; i++)
+        l->bytes_ok = l->bytes_ok && rec->event_id[i] == 'i';
+    return 0;
+}
+
+static void test_id_limits(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    char src[257], id[257];
+    memset(src, 's', 256);
+    memset(id, 'i', 256);
+    src[256] = id[256] = '\0';
+    uint8_t ev[64];
+    s_event_fill(ev, sizeof ev, 1);
+    /* 255 bytes each: the most one header byte can say */
+    journal_entry_t e = {.source = src + 1, .event_id = id + 1, .type = "t", .event = ev,
+                         .event_len = sizeof ev};
+    journal_entry_t too_long = e;
+    too_long.source = src;
+    assert_int_equal(journal_append_batch(j, &too_long, 1, NULL, 0), JOURNAL_INVALID);
+    too_long = e;
+    too_long.event_id = id;
+    assert_int_equal(journal_append_batch(j, &too_long, 1, NULL, 0), JOURNAL_INVALID);
+    assert_int_equal(journal_last_seq(j), 0);
+
+    assert_int_equal(journal_append_batch(j, &e, 1, NULL, 0), JOURNAL_OK);
+    assert_int_equal(e.seq, 1);
+    assert_false(e.duplicate);
+    limits_t l = {0};
+    assert_int_equal(journal_scan(j, 1, 0, s_limits, &l), JOURNAL_OK);
+    assert_int_equal(l.source_len, 255);
+    assert_int_equal(l.event_id_len, 255);
+    assert_true(l.bytes_ok);
+
+    /* one byte less of id is another event; both are recognised later */
+    journal_entry_t shorter = e;
+    shorter.event_id = id + 2;
+    assert_int_equal(journal_append_batch(j, &shorter, 1, NULL, 0), JOURNAL_OK);
+    assert_false(shorter.duplicate);
+    assert_int_equal(shorter.seq, 2);
+    journal_destroy(&j);
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    journal_entry_t again[2] = {e, shorter};
+    assert_int_equal(journal_append_batch(j, again, 2, NULL, 0), JOURNAL_OK);
+    assert_true(again[0].duplicate);
+    assert_int_equal(again[0].seq, 1);
+    assert_true(again[1].duplicate);
+    assert_int_equal(again[1].seq, 2);
+    assert_int_equal(journal_last_seq(j), 2);
+    journal_destroy(&j);
+}
+
 /* The child's side of test_read_only_concurrent: plain checks, exit codes.
  * It opens the journal only after the writer has committed 20 entries. */
 static int s_reader(const char *dir, int ready_fd, int go_fd)
@@ -639,10 +923,11 @@ static int s_reader(const char *dir, int ready_fd, int go_fd)
     scan_t s = {.ordered = true, .content_ok = true, .number_is_seq = true};
     uint64_t acked = 0;
     journal_entry_t e = {.source = "a", .event_id = "b", .type = "t"};
+    s.ids_ok = true;
     if (journal_last_seq(j) != 20 || journal_first_seq(j) != 1)
         code = 11;
     else if (journal_scan(j, 1, 0, s_visit, &s) != JOURNAL_OK || s.count != 20 || !s.ordered ||
-             !s.content_ok)
+             !s.content_ok || !s.ids_ok)
         code = 12;
     else if (journal_append_batch(j, &e, 1, NULL, 0) != JOURNAL_INVALID)
         code = 13;
@@ -746,6 +1031,30 @@ static void test_corrupt_entry_and_version(void **state)
     scan_t s = s_scan(j, 1, 0, &rc);
     assert_int_equal(rc, JOURNAL_CORRUPT);
     assert_int_equal(s.count, 1);
+    /* the window was rebuilt around the bad entry (logged, not fatal): its
+     * neighbours are recognised, a retry of event 2 is appended anew */
+    s_expect_dups(j, 1, 1, 0);
+    s_expect_dups(j, 3, 1, 0);
+    bool dup;
+    assert_int_equal(s_append_one(j, 2, &dup), 4);
+    assert_false(dup);
+    journal_destroy(&j);
+
+    /* entry 3 claims source and event_id longer than itself */
+    seq = 3;
+    uint8_t bad_ids[24] = {1, 0, 1, 0, 200, 200};
+    key = (MDB_val){sizeof seq, &seq};
+    val = (MDB_val){sizeof bad_ids, bad_ids};
+    s_raw_put(f->dir, "log", MDB_INTEGERKEY, &key, &val);
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    s = s_scan(j, 3, 0, &rc);
+    assert_int_equal(rc, JOURNAL_CORRUPT);
+    assert_int_equal(s.count, 0);
+    s = s_scan(j, 4, 0, &rc);
+    assert_int_equal(rc, JOURNAL_OK);
+    assert_int_equal(s.count, 1);
+    assert_true(s.content_ok);
     journal_destroy(&j);
 
     /* an unknown format version is refused */
@@ -786,6 +1095,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cursors, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_map_growth, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_map_full, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_window_rebuilt_after_reopen, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_window_older_original, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_full_batch_leaves_window, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_id_limits, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_read_only_concurrent, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_entry_and_version, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_creates_missing_dirs, s_setup, s_teardown),
