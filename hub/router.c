@@ -33,11 +33,16 @@
 
 #define ZAP_DOMAIN "civibus"
 #define READ_BURST 4096       /* messages read before the batch is committed */
-#define REPLAY_MAX_BYTES (1024 * 1024)
-/* Messages queued per peer, each way. With replies of at most about 1 MiB
- * (a replay chunk, a Deliver) this bounds what one peer that stops reading,
- * or floods requests, can make the hub hold. */
-#define PEER_HWM 64
+#define REPLAY_MAX_BYTES (512 * 1024)
+/* Messages queued per peer, each way. Publish replies must not be dropped
+ * when a burst of commits answers many requests at once (a lost reply stalls
+ * the publisher until its retry), so the queue is generous; replies are small
+ * except replay chunks and Deliver messages, which are bounded in bytes and,
+ * for Deliver, by credit. A peer that floods replay requests without reading
+ * can hold at most PEER_HWM chunks. */
+#define PEER_HWM 1000
+/* A commit this slow is worth a line: the disk holds every publisher up. */
+#define SLOW_COMMIT_MS 20
 #define IDLE_POLL_MS 250
 #define BUSY_POLL_MS 5
 #define EXPIRE_EVERY_MS 1000
@@ -257,7 +262,12 @@ static void s_commit(router_t *self)
     int rc = JOURNAL_OK;
     if (self->n_entries) {
         n_cursors = subs_take_dirty(self->subs, &cursors);
+        int64_t t0 = codec_mono_ms();
         rc = journal_append_batch(self->journal, self->entries, self->n_entries, cursors, n_cursors);
+        int64_t took = codec_mono_ms() - t0;
+        if (took >= SLOW_COMMIT_MS)
+            log_limited(LOG_WARN, "router", "router.slow_commit", "event=slow_commit ms=%" PRId64 " events=%zu",
+                        took, self->n_entries);
         self->stats.commits++;
         if (rc == JOURNAL_OK) {
             subs_saved(self->subs);
