@@ -43,7 +43,7 @@ static const s_key_t s_keys[] = {
     {"max_event_size", T_SIZE, OFF(max_event_size), "1MiB", 256, 16 * MiB,
      "largest serialized event accepted; larger ones are refused with too_large", NULL},
     {"max_message_size", T_SIZE, OFF(max_message_size), "2MiB", 1 * MiB, 32 * MiB,
-     "largest frame accepted from an adapter; the transport drops a connection that sends more", NULL},
+     "largest message accepted from an adapter (refused with too_large); the transport drops a connection whose frame exceeds it by 64KiB", NULL},
     {"map_size_initial", T_SIZE, OFF(map_size_initial), "64MiB", 1 * MiB, 1024 * GiB,
      "initial size of the LMDB map; it doubles as needed", NULL},
     {"map_size_max", T_SIZE, OFF(map_size_max), "64GiB", 1 * MiB, 1024 * 1024 * GiB,

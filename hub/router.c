@@ -455,12 +455,22 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
 {
     codec_client_msg_t *msg = NULL;
     int rc = codec_client_decode(data, len, self->cfg->max_message_size, &msg);
+    uint64_t request_id = 0;
+    if (rc == CODEC_TOO_LARGE) {
+        /* Decode it anyway (the transport bounded it) for its request id, so
+         * the sender can fail that request instead of retrying it forever. */
+        codec_client_msg_t *big = NULL;
+        if (codec_client_decode(data, len, self->cfg->max_message_size + TRANSPORT_SLACK, &big) == CODEC_OK &&
+            big->body_case == CIVIBUS__V1__CLIENT_MESSAGE__BODY_PUBLISH)
+            request_id = big->publish->request_id;
+        codec_client_free(&big);
+    }
     if (rc != CODEC_OK) {
         s_code_t code = rc == CODEC_TOO_LARGE ? C(TOO_LARGE) : C(MALFORMED);
         s_refuse_count(self, code);
         log_limited(LOG_WARN, "router", "router.malformed", "event=message_refused agency=%s code=%s bytes=%zu",
                     agency, codec_error_name(code), len);
-        wire_send_error(self->sock, peer, 0, NULL, code,
+        wire_send_error(self->sock, peer, request_id, NULL, code,
                         code == C(TOO_LARGE) ? "message exceeds max_message_size"
                                              : "message is not a valid ClientMessage encoding");
         return;

@@ -22,7 +22,7 @@
 #define S_ACK_EVERY 256    /* events printed between acks, at most */
 #define S_WINDOW 256       /* default credit of a subscription */
 #define S_WINDOW_MAX 65536
-#define S_FILTERS_MAX 64
+#define S_FILTERS_MAX 32 /* the hub's limit per subscription */
 #define S_ALL_STARTS (1u << CIV_START_CURSOR | 1u << CIV_START_FIRST | 1u << CIV_START_LATEST | \
                       1u << CIV_START_SEQ | 1u << CIV_START_TIME)
 #define S_POLL_MS 200      /* how often a waiting tail looks at the signal flag */

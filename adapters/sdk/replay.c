@@ -1,8 +1,8 @@
 /* replay - reading the log in order, ahead of the reader.
  *
  * A replay asks the hub for chunks of the log with Replay requests and hands
- * the events out one by one. The hub caps a reply (about 4096 events or
- * 4 MiB) and says in next_seq where to continue. To keep the pipe full, up to
+ * the events out one by one. The hub caps a reply (replay_max events,
+ * at most 4096, or about 512 KiB) and says in next_seq where to continue. To keep the pipe full, up to
  * SDK_REPLAY_AHEAD requests are in flight beyond the reply being read; each
  * one after the first is a guess that the previous chunk will be complete
  * (start + count). When a reply's next_seq shows a guess was wrong, the
@@ -46,7 +46,8 @@ struct civ_replay {
     int error;
     uint64_t handed;      /* highest seq handed out */
     uint64_t ask_next;    /* where the next request starts */
-    uint32_t chunk;
+    uint32_t chunk;       /* events asked per request */
+    uint32_t best;        /* most events one reply ever held */
     s_slot_t slots[SLOTS];
     size_t n_slots;
 };
@@ -301,8 +302,15 @@ bool sdk_replay_on_reply(civ_client_t *client, codec_hub_msg_t **msg_p)
             *msg_p = NULL;
             /* A hub that answers less than asked while more is there has a
              * lower cap: ask for that much, so that guesses hold. */
+            if (r->n_events > self->best)
+                self->best = (uint32_t)r->n_events;
             if (r->n_events && r->n_events < slot->count && r->next_seq <= r->last_seq)
                 self->chunk = (uint32_t)r->n_events;
+            else if (r->n_events == slot->count && self->chunk < self->best)
+                /* A full answer after a short one (a few large events hit the
+                 * byte cap): grow back towards the most the hub ever gave,
+                 * or one big event would slow the rest of the replay. */
+                self->chunk = self->chunk * 2 < self->best ? self->chunk * 2 : self->best;
             if (!self->started) {
                 self->started = true;
                 if (!self->count)
