@@ -40,10 +40,10 @@ for a in $POP $TAX $MUN; do
 done
 ls "$KEYS" "$KEYS/registry" | sed 's/^/   /'
 
-step "2. Start civibusd on loopback (durable: every commit is fsynced)"
+step "2. Start civibusd on loopback (durable: every commit is fsynced; access policy deploy/policy.conf)"
 mkfifo "$WORK/ready"
 "$HUBD" --data "$WORK/data" --listen 'tcp://127.0.0.1:*' --registry "$KEYS/registry" \
-    --key "$KEYS/hub.key" >"$WORK/ready" 2>"$WORK/hub.log" &
+    --key "$KEYS/hub.key" --policy "$ROOT/deploy/policy.conf" >"$WORK/ready" 2>"$WORK/hub.log" &
 hub_pid=$!
 read -r ready <"$WORK/ready"
 endpoint=${ready#civibusd ready endpoint=}
@@ -97,7 +97,9 @@ as $POP publish --type population.birth.registered --subject person/38001010003 
 step "6. The municipality's consumer comes back and resumes from its saved cursor"
 timeout 30 env CIVIBUS_KEY="$KEYS/$MUN.key" "$CLI" tail --name residents --filter 'population.*' --count 2 | show
 
-step "7. Anyone allowed can replay the log from sequence 1"
+step "7. The access policy: the tax office may not publish population events..."
+as $TAX publish --type population.birth.registered --subject person/1 --data '{}' 2>&1 | show || true
+echo "   ...and replaying the log from sequence 1, it sees only what it may receive (births):"
 as $TAX replay --from seq:1 | show
 
 step "8. Hub status"

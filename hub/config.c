@@ -37,6 +37,10 @@ static const s_key_t s_keys[] = {
      "/etc/civibus/registry"},
     {"key", T_STRING, OFF(key), NULL, 0, 0, "the hub's secret key file (civibus keygen --hub)",
      "/etc/civibus/hub.key"},
+    {"policy", T_STRING, OFF(policy), "", 0, 0,
+     "access policy file (docs/POLICY.md), re-read on SIGHUP; empty: every registered agency may publish and "
+     "subscribe to everything",
+     NULL},
     {"log_level", T_STRING, OFF(log_level), "info", 0, 0, "diagnostic log level: debug, info, warn, error", NULL},
     {"sync", T_BOOL, OFF(sync), "true", 0, 0,
      "fsync every commit before acknowledging; false loses acknowledged events on a crash (tests only)", NULL},
@@ -230,8 +234,12 @@ static void s_usage(FILE *out)
         for (j = 0; k->name[j] && j < sizeof flag - 1; j++)
             flag[j] = k->name[j] == '_' ? '-' : k->name[j];
         flag[j] = '\0';
-        fprintf(out, "  --%-20s %s%s%s%s\n", flag, k->help, k->def ? " (default " : " (required)",
-                k->def ? k->def : "", k->def ? ")" : "");
+        if (!k->def)
+            fprintf(out, "  --%-20s %s (required)\n", flag, k->help);
+        else if (!k->def[0])
+            fprintf(out, "  --%-20s %s (optional)\n", flag, k->help);
+        else
+            fprintf(out, "  --%-20s %s (default %s)\n", flag, k->help, k->def);
     }
 }
 
@@ -246,8 +254,10 @@ void config_write_sample(FILE *out)
         fprintf(out, "\n# %s\n", k->help);
         if (k->type == T_SIZE || k->type == T_UINT)
             fprintf(out, "# bounds: %" PRIu64 " to %" PRIu64 "\n", k->min, k->max);
-        if (k->def)
+        if (k->def && k->def[0])
             fprintf(out, "#%s = %s\n", k->name, k->def);
+        else if (k->def)
+            fprintf(out, "#%s =\n", k->name);
         else
             fprintf(out, "%s = %s\n", k->name, k->example);
     }
@@ -323,7 +333,7 @@ int config_load(config_t *cfg, int argc, char **argv)
     for (size_t i = 0; i < N_KEYS; i++) {
         const s_key_t *k = &s_keys[i];
         const char *v = k->type == T_STRING ? *(char **)((char *)cfg + k->offset) : "set";
-        if (!v || !v[0]) {
+        if (!k->def && (!v || !v[0])) {
             fprintf(stderr, "civibusd: %s is required (--%s or in the config file)\n", k->name, k->name);
             goto fail;
         }

@@ -21,6 +21,7 @@ typedef struct {
     char *listen;            /* ZeroMQ endpoint the ROUTER binds */
     char *registry;          /* agency registry folder */
     char *key;               /* hub secret key file */
+    char *policy;            /* access policy file; "" for none */
     char *log_level;
     bool sync;               /* fsync every commit (durable); false for tests only */
     uint64_t max_event_size;

@@ -22,6 +22,7 @@
 #include "journal.h"
 #include "keyfile.h"
 #include "log.h"
+#include "policy.h"
 #include "subs.h"
 #include "wire.h"
 
@@ -76,6 +77,7 @@ struct router {
     void *ctx;
     void *sock;
     auth_t *auth;
+    policy_t *policy; /* NULL: no policy file, everything allowed */
     journal_t *journal;
     subs_t *subs;
     char endpoint[256];
@@ -234,6 +236,11 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
             s_result_refuse(self, r, i, C(NOT_AUTHORISED), reason, agency);
             continue;
         }
+        if (self->policy && !policy_allows(self->policy, agency, POLICY_PUBLISH, ev->type, strlen(ev->type), NULL)) {
+            snprintf(reason, sizeof reason, "the access policy does not allow %s to publish %s", agency, ev->type);
+            s_result_refuse(self, r, i, C(NOT_AUTHORISED), reason, agency);
+            continue;
+        }
         journal_entry_t *e = &self->entries[self->n_entries];
         memset(e, 0, sizeof *e);
         e->source = ev->source;
@@ -365,7 +372,19 @@ static void s_session_answer(router_t *self, const wire_peer_t *peer, const char
     wire_send_error(self->sock, peer, 0, name, code, "no such subscription on this connection; subscribe again");
 }
 
-static void s_on_replay(router_t *self, const wire_peer_t *peer, const Civibus__V1__Replay *req)
+typedef struct {
+    const policy_t *policy;
+    const char *agency;
+} s_replay_match_t;
+
+/* A replay shows an agency what it may subscribe to, nothing more. */
+static bool s_replay_allows(const void *arg, const char *type, size_t len)
+{
+    const s_replay_match_t *m = arg;
+    return policy_allows(m->policy, m->agency, POLICY_SUBSCRIBE, type, len, NULL);
+}
+
+static void s_on_replay(router_t *self, const wire_peer_t *peer, const char *agency, const Civibus__V1__Replay *req)
 {
     uint64_t first = journal_first_seq(self->journal), last = journal_last_seq(self->journal);
     if (first == 0)
@@ -394,7 +413,9 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const Civibus__
     }
     size_t count = req->count && req->count < self->cfg->replay_max ? req->count : self->cfg->replay_max;
     batch_t *b = &self->replay;
-    int rc = batch_fill(b, self->journal, from, count, REPLAY_MAX_BYTES, count, NULL, NULL);
+    s_replay_match_t match = {.policy = self->policy, .agency = agency};
+    int rc = batch_fill(b, self->journal, from, count, REPLAY_MAX_BYTES, count, self->policy ? s_replay_allows : NULL,
+                        &match);
     if (rc != JOURNAL_OK) {
         s_refuse_count(self, C(INTERNAL));
         log_limited(LOG_ERROR, "router", "router.replay", "event=replay_failed error=\"%s\"", journal_strerror(rc));
@@ -405,7 +426,9 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const Civibus__
     rep.request_id = req->request_id;
     rep.n_events = b->n;
     rep.events = b->ptrs;
-    rep.next_seq = b->n ? b->ptrs[b->n - 1]->seq + 1 : (from > last ? from : last + 1);
+    /* Continue after what was looked at: entries the policy withheld were
+     * passed over, not lost. */
+    rep.next_seq = b->scanned_to ? b->scanned_to + 1 : (from > last ? from : last + 1);
     rep.last_seq = last;
     Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
     msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_REPLAY_REPLY;
@@ -511,7 +534,7 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
                          subs_close(self->subs, agency, peer, msg->unsubscribe->subscription));
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_REPLAY:
-        s_on_replay(self, peer, msg->replay);
+        s_on_replay(self, peer, agency, msg->replay);
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_PING:
         s_on_ping(self, peer, msg->ping);
@@ -642,6 +665,29 @@ static int s_socket_open(router_t *self)
     return 0;
 }
 
+/* Load the policy file named in the config into self->policy, replacing the
+ * one in force only when the new one parses. */
+static int s_policy_load(router_t *self)
+{
+    if (!self->cfg->policy[0]) {
+        log_warn("router", "event=no_policy effect=\"every registered agency may publish and subscribe to everything\"");
+        return 0;
+    }
+    char err[512], quoted[600];
+    policy_t *p = policy_load(self->cfg->policy, err, sizeof err);
+    if (!p) {
+        log_error("router", "event=policy_invalid error=%s action=%s", log_quote(err, quoted, sizeof quoted),
+                  self->policy ? "kept_previous" : "refusing_to_start");
+        return -1;
+    }
+    policy_destroy(&self->policy);
+    self->policy = p;
+    if (self->subs)
+        subs_set_policy(self->subs, p);
+    log_info("router", "event=policy_loaded file=%s rules=%zu", self->cfg->policy, policy_rule_count(p));
+    return 0;
+}
+
 router_t *router_new(const config_t *cfg)
 {
     router_t *self = calloc(1, sizeof *self);
@@ -671,6 +717,8 @@ router_t *router_new(const config_t *cfg)
     self->auth = auth_new(self->ctx, cfg->registry);
     if (!self->auth)
         goto fail;
+    if (s_policy_load(self) != 0)
+        goto fail;
     if (s_socket_open(self) != 0)
         goto fail;
     subs_opts_t so = {.max_sessions = cfg->subscriptions_max,
@@ -679,6 +727,7 @@ router_t *router_new(const config_t *cfg)
     self->subs = subs_new(self->journal, self->sock, &so);
     if (!self->subs)
         goto fail;
+    subs_set_policy(self->subs, self->policy);
     if (!cfg->sync)
         log_warn("router", "event=durability_off reason=\"sync = false: acknowledged events can be lost on a crash\"");
     log_info("router", "event=listening endpoint=%s instance=%s last_seq=%" PRIu64, self->endpoint, self->instance,
@@ -703,6 +752,7 @@ void router_destroy(router_t **self_p)
     if (self->ctx)
         zmq_ctx_term(self->ctx);
     journal_destroy(&self->journal);
+    policy_destroy(&self->policy);
     free(self->reqs);
     free(self->entries);
     free(self->entry_req);
@@ -765,6 +815,8 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
         if (*reload) {
             *reload = 0;
             auth_reload(self->auth);
+            if (self->cfg->policy[0])
+                s_policy_load(self);
         }
         int pending = subs_pending(self->subs);
         long timeout = pending == SUBS_MORE ? 0 : pending == SUBS_BUSY ? BUSY_POLL_MS : IDLE_POLL_MS;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "policy.h"
 #include "log.h"
 
 #define DELIVER_MAX_EVENTS 1024
@@ -48,7 +49,8 @@ struct subs {
     s_session_t **dirty_of;
     size_t n_dirty;
     int pending;
-    batch_t batch; /* reused by every pump */
+    const policy_t *policy; /* borrowed; NULL: everything allowed */
+    batch_t batch;          /* reused by every pump */
 };
 
 static size_t s_hash(const char *agency, const char *name)
@@ -241,6 +243,16 @@ Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const wire_pe
     Civibus__V1__ErrorCode code = s_parse_filters(s, req, reason, reason_len);
     if (code != CIVIBUS__V1__ERROR_CODE__OK)
         goto fail;
+    if (self->policy) {
+        bool any = false;
+        for (size_t i = 0; i < s->n_filters && !any; i++)
+            any = policy_filter_allowed(self->policy, agency, s->filters[i]);
+        if (!any) {
+            snprintf(reason, reason_len, "the access policy lets %s subscribe to none of these filters", agency);
+            code = CIVIBUS__V1__ERROR_CODE__NOT_AUTHORISED;
+            goto fail;
+        }
+    }
 
     bool has_cursor = false;
     uint64_t saved = 0;
@@ -312,6 +324,11 @@ static s_session_t *s_session_of(subs_t *self, const char *agency, const wire_pe
     return s;
 }
 
+void subs_set_policy(subs_t *self, const policy_t *policy)
+{
+    self->policy = policy;
+}
+
 void subs_touch(subs_t *self, const wire_peer_t *peer)
 {
     int64_t now = codec_mono_ms();
@@ -361,21 +378,30 @@ Civibus__V1__ErrorCode subs_close(subs_t *self, const char *agency, const wire_p
     return CIVIBUS__V1__ERROR_CODE__OK;
 }
 
+/* The pump's match: the session's filters, within what the policy lets its
+ * agency receive. The policy is consulted per event, because a filter may be
+ * wider than the rules, and a reload applies at once. */
+typedef struct {
+    const s_session_t *s;
+    const policy_t *policy;
+} s_match_t;
+
 static bool s_matches(const void *arg, const char *type, size_t len)
 {
-    const s_session_t *s = arg;
-    for (size_t i = 0; i < s->n_filters; i++)
-        if (codec_filter_match(s->filters[i], type, len))
-            return true;
-    return false;
+    const s_match_t *m = arg;
+    bool hit = false;
+    for (size_t i = 0; i < m->s->n_filters && !hit; i++)
+        hit = codec_filter_match(m->s->filters[i], type, len);
+    return hit && (!m->policy || policy_allows(m->policy, m->s->agency, POLICY_SUBSCRIBE, type, len, NULL));
 }
 
 /* One Deliver to one session. Returns events sent. */
 static size_t s_pump_one(subs_t *self, s_session_t *s, uint64_t last, bool *gone)
 {
     batch_t *b = &self->batch;
+    s_match_t match = {.s = s, .policy = self->policy};
     int rc = batch_fill(b, self->journal, s->next_seq, s->credit < DELIVER_MAX_EVENTS ? s->credit : DELIVER_MAX_EVENTS,
-                        DELIVER_MAX_BYTES, SCAN_MAX, s_matches, s);
+                        DELIVER_MAX_BYTES, SCAN_MAX, s_matches, &match);
     size_t sent = 0;
     if (rc < 0) {
         log_limited(LOG_ERROR, "subs", "subs.scan", "event=scan_failed subscription=%s error=\"%s\"", s->name,

@@ -26,6 +26,7 @@
 
 #include "codec.h"
 #include "journal.h"
+#include "policy.h"
 #include "wire.h"
 
 typedef struct subs subs_t;
@@ -54,6 +55,11 @@ Civibus__V1__ErrorCode subs_ack(subs_t *self, const char *agency, const wire_pee
 Civibus__V1__ErrorCode subs_credit(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name,
                                    uint32_t credit);
 Civibus__V1__ErrorCode subs_close(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name);
+
+/* The access policy to enforce (borrowed; NULL allows everything). A
+ * subscription none of whose filters the policy allows is refused; events
+ * the policy withholds are skipped like filtered-out ones. */
+void subs_set_policy(subs_t *self, const policy_t *policy);
 
 /* A sign of life from peer (a Ping): its sessions do not expire. */
 void subs_touch(subs_t *self, const wire_peer_t *peer);

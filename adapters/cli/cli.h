@@ -37,5 +37,6 @@ int cmd_publish(int argc, char **argv);
 int cmd_tail(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_policy(int argc, char **argv);
 
 #endif

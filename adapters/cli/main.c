@@ -26,6 +26,7 @@ static const s_command_t s_commands[] = {
     {"tail", cmd_tail, "follow a durable subscription, printing JSON lines"},
     {"replay", cmd_replay, "print the hub's log as JSON lines"},
     {"status", cmd_status, "show the hub's state and its subscriptions"},
+    {"policy", cmd_policy, "check an access policy file, explain a decision"},
 };
 #define S_N_COMMANDS (sizeof s_commands / sizeof s_commands[0])
 
@@ -90,6 +91,7 @@ static void s_usage(FILE *out)
                  "  CIVIBUS_HUB_KEY   the hub's public key file                   (--hub-key)\n"
                  "  CIVIBUS_KEY       this agency's secret key file               (--key)\n"
                  "  CIVIBUS_TIMEOUT   timeout of each hub request, milliseconds   (--timeout)\n"
+                 "  CIVIBUS_POLICY    access policy file of `policy explain`      (--policy)\n"
                  "\n"
                  "Exit codes:\n"
                  "  0  success\n"

@@ -302,11 +302,16 @@ bool sdk_replay_on_reply(civ_client_t *client, codec_hub_msg_t **msg_p)
             *msg_p = NULL;
             /* A hub that answers less than asked while more is there has a
              * lower cap: ask for that much, so that guesses hold. */
-            if (r->n_events > self->best)
-                self->best = (uint32_t)r->n_events;
-            if (r->n_events && r->n_events < slot->count && r->next_seq <= r->last_seq)
-                self->chunk = (uint32_t)r->n_events;
-            else if (r->n_events == slot->count && self->chunk < self->best)
+            /* What the hub covered: entries looked at, delivered or not (an
+             * access policy may hold some back), known when the start was. */
+            uint64_t covered = slot->start && r->next_seq > slot->start ? r->next_seq - slot->start : r->n_events;
+            if (covered > slot->count)
+                covered = slot->count;
+            if (covered > self->best)
+                self->best = (uint32_t)covered;
+            if (covered && covered < slot->count && r->next_seq <= r->last_seq)
+                self->chunk = (uint32_t)covered;
+            else if (covered == slot->count && self->chunk < self->best)
                 /* A full answer after a short one (a few large events hit the
                  * byte cap): grow back towards the most the hub ever gave,
                  * or one big event would slow the rest of the replay. */
