@@ -433,15 +433,18 @@ bool sdk_pub_on_error(civ_client_t *self, const Civibus__V1__Error *error)
     return true;
 }
 
-/* Re-send unanswered batches: those older than retry_ms, or on a new
- * connection those sent before the link went down (later ones were queued
- * and go out on the new connection by themselves). */
+/* Re-send unanswered batches: on a new connection those sent before the link
+ * went down (later ones were queued and go out on it by themselves); on the
+ * same connection after retry_ms, doubling up to 16 times that, so that a
+ * slow hub is not sent its backlog again and again. */
 static void s_resend(civ_client_t *self, int64_t now_ms, bool reconnected)
 {
     sdk_pub_t *pub = &self->pub;
     for (size_t i = 0; i < pub->b_len; i++) {
         sdk_pub_batch_t *b = s_batch(pub, i);
-        bool due = reconnected ? b->epoch != self->link_epoch : now_ms - b->sent_ms >= self->retry_ms;
+        unsigned shift = b->resends < 4 ? b->resends : 4;
+        bool due = reconnected ? b->epoch != self->link_epoch
+                               : now_ms - b->sent_ms >= (int64_t)self->retry_ms << shift;
         if (b->complete || !due)
             continue;
         if (!s_batch_live(pub, b)) {
@@ -449,6 +452,7 @@ static void s_resend(civ_client_t *self, int64_t now_ms, bool reconnected)
             continue;
         }
         sdk_send_frame(self, b->frame, b->frame_len);
+        b->resends = reconnected ? 0 : b->resends + 1;
         b->sent_ms = now_ms;
         b->epoch = self->link_epoch;
     }

@@ -130,6 +130,7 @@ typedef struct {
     uint32_t count;
     bool complete;       /* every live event has its answer */
     int64_t sent_ms;     /* last (re-)send */
+    unsigned resends;    /* re-sends on the same connection, for the back-off */
     unsigned epoch;      /* link_epoch of the last (re-)send */
     uint8_t *frame;      /* the packed ClientMessage, kept for re-sends */
     size_t frame_len;
