@@ -20,6 +20,7 @@
 #define SCAN_MAX 16384 /* entries one pump reads for one session */
 #define FILTERS_MAX 32
 #define BUCKETS 1024
+#define BUSY_RETRY_MS 20
 
 typedef struct s_session {
     char agency[CODEC_AGENCY_MAX + 1];
@@ -34,6 +35,7 @@ typedef struct s_session {
     uint32_t credit;
     bool dirty;
     bool busy;
+    int64_t retry_at_ms; /* a busy session is not read for again before this */
     int64_t last_seen_ms;
     struct s_session *hnext;
 } s_session_t;
@@ -460,6 +462,7 @@ size_t subs_pump(subs_t *self)
 {
     uint64_t last = journal_last_seq(self->journal);
     size_t total = 0;
+    int64_t now = codec_mono_ms();
     self->pending = SUBS_IDLE;
     for (size_t i = 0; i < self->n;) {
         s_session_t *s = self->list[i];
@@ -467,8 +470,18 @@ size_t subs_pump(subs_t *self)
             i++;
             continue;
         }
+        if (s->busy && now < s->retry_at_ms) {
+            /* Its peer's queue was full: reading the log again for it now
+             * would only be thrown away. */
+            if (self->pending == SUBS_IDLE)
+                self->pending = SUBS_BUSY;
+            i++;
+            continue;
+        }
         bool gone = false;
         total += s_pump_one(self, s, last, &gone);
+        if (s->busy)
+            s->retry_at_ms = now + BUSY_RETRY_MS;
         if (gone) {
             s_remove(self, s, "peer_gone");
             continue; /* list[i] now holds another session */
