@@ -267,7 +267,8 @@ int cmd_tail(int argc, char **argv)
         if (err == CIV_E_TIMEOUT)
             cli_err("tail: no answer from the hub %s in time", conn.hub);
         else
-            cli_err("tail: cannot subscribe %s: %s", name, civ_strerror(err));
+            cli_err("tail: cannot subscribe %s: %s", name,
+                    civ_client_error(t.client)[0] ? civ_client_error(t.client) : civ_strerror(err));
         rc = cli_exit_code(err);
     } else {
         rc = s_follow(&t, count);

@@ -90,6 +90,10 @@ civ_client_t *civ_client_new(const civ_options_t *options, civ_error_t *err);
 void civ_client_destroy(civ_client_t **self_p);
 /* The agency id read from the key file. Valid while the client lives. */
 const char *civ_client_agency(const civ_client_t *self);
+/* A one-line description of the last error this client met, with the hub's
+ * reason when it gave one ("" when none). Valid until the next call on the
+ * client. */
+const char *civ_client_error(const civ_client_t *self);
 
 typedef struct {
     const char *key;
@@ -189,9 +193,10 @@ int civ_subscribe(civ_client_t *self, const char *name, const char *const *filte
  * CIV_E_TIMEOUT when none arrived within timeout_ms (-1: default). Events
  * arrive in log order per subscription; after a reconnect the hub resends from
  * the last acknowledged one, and the library drops those it already handed out.
- * When the hub ends a subscription for good (CIV_E_NOT_AUTHORISED after a
- * policy change), civ_next returns that code once and the subscription is
- * closed on this client. */
+ * When the hub refuses to re-open a subscription after a reconnect or a hub
+ * restart (e.g. CIV_E_NOT_AUTHORISED because the access policy changed),
+ * civ_next returns that code once and the subscription is closed on this
+ * client. */
 int civ_next(civ_client_t *self, civ_delivery_t **out, int timeout_ms);
 
 /* Acknowledge everything up to seq on subscription name (cumulative). The hub

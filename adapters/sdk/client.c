@@ -192,6 +192,11 @@ const char *civ_client_agency(const civ_client_t *self)
     return self ? self->agency : "";
 }
 
+const char *civ_client_error(const civ_client_t *self)
+{
+    return self ? self->err.message : "";
+}
+
 uint64_t sdk_request_id(civ_client_t *self)
 {
     uint64_t id = self->next_request_id++;
