@@ -5,6 +5,14 @@
  * client's 32-byte public key). The reply: version, request id, status code,
  * status text, user id, metadata. A malformed request is answered with 500
  * when it can be, and never crashes the handler.
+ *
+ * The metadata frame of a 200 reply carries one property in RFC 27's
+ * encoding (name length: 1 byte, name, value length: 4 bytes big-endian,
+ * value): AUTH_KEY_PROPERTY = the admitted key in Z85.
+ *
+ * The registry in force is one array of every key, sorted by key, each with
+ * its agency, not-after and revocation time; validity is decided at the time
+ * of the question, so a key expires without a reload.
  */
 #include "auth.h"
 
@@ -15,6 +23,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "keyfile.h"
@@ -26,6 +35,8 @@
 typedef struct {
     uint8_t key[32];
     char agency[65];
+    int64_t not_after;  /* Unix seconds; KEYFILE_FOREVER when unlimited */
+    int64_t revoked_at; /* Unix seconds; KEYFILE_FOREVER when not revoked */
 } s_entry_t;
 
 typedef struct {
@@ -44,6 +55,17 @@ struct auth {
     s_registry_t *registry;
     atomic_uint_fast64_t refused;
 };
+
+static int64_t s_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static keyfile_status_t s_entry_status(const s_entry_t *e, int64_t now)
+{
+    keyfile_key_t k = {.not_after = e->not_after, .revoked_at = e->revoked_at};
+    return keyfile_key_status(&k, now);
+}
 
 static int s_entry_cmp(const void *a, const void *b)
 {
@@ -81,19 +103,13 @@ static s_registry_t *s_registry_load(const char *dir)
         char path[4096], err[512];
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         keyfile_t kf;
-        if (keyfile_read(path, &kf, err, sizeof err) != KEYFILE_OK) {
-            log_error("auth", "event=registry_entry_invalid error=\"%s\"", err);
+        if (keyfile_read_entry(path, &kf, err, sizeof err) != KEYFILE_OK) {
+            char quoted[600];
+            log_error("auth", "event=registry_entry_invalid error=%s", log_quote(err, quoted, sizeof quoted));
             goto fail;
         }
-        size_t base_len = strlen(de->d_name) - 4;
-        if (!kf.agency[0] || strlen(kf.agency) != base_len || strncmp(kf.agency, de->d_name, base_len) != 0) {
-            log_error("auth", "event=registry_entry_invalid file=%s error=\"agency key must match the file name\"",
-                      path);
-            goto fail;
-        }
-        memset(kf.curve_secret, 0, sizeof kf.curve_secret);
         reg->agencies++;
-        for (int i = 0; i < kf.n_curve; i++) {
+        for (int i = 0; i < kf.n_keys; i++) {
             if (reg->n == MAX_KEYS) {
                 log_error("auth", "event=registry_too_large max_keys=%d", MAX_KEYS);
                 goto fail;
@@ -106,8 +122,10 @@ static s_registry_t *s_registry_load(const char *dir)
                 reg->entries = grown;
             }
             s_entry_t *e = &reg->entries[reg->n++];
-            zmq_z85_decode(e->key, kf.curve[i]);
+            zmq_z85_decode(e->key, kf.keys[i].z85);
             snprintf(e->agency, sizeof e->agency, "%s", kf.agency);
+            e->not_after = kf.keys[i].not_after;
+            e->revoked_at = kf.keys[i].revoked_at;
         }
     }
     closedir(d);
@@ -115,8 +133,7 @@ static s_registry_t *s_registry_load(const char *dir)
     if (reg->n)
         qsort(reg->entries, reg->n, sizeof *reg->entries, s_entry_cmp);
     for (size_t i = 1; i < reg->n; i++) {
-        if (memcmp(reg->entries[i - 1].key, reg->entries[i].key, 32) == 0 &&
-            strcmp(reg->entries[i - 1].agency, reg->entries[i].agency) != 0) {
+        if (memcmp(reg->entries[i - 1].key, reg->entries[i].key, 32) == 0) {
             log_error("auth", "event=registry_duplicate_key agencies=%s,%s", reg->entries[i - 1].agency,
                       reg->entries[i].agency);
             goto fail;
@@ -130,21 +147,27 @@ fail:
     return NULL;
 }
 
-/* Copy the agency for key into out (65 bytes); false when not registered. */
-static bool s_lookup(auth_t *self, const uint8_t *key, char *out)
+/* The entry of key, or NULL; call with the lock held. */
+static const s_entry_t *s_find(const s_registry_t *reg, const uint8_t *key)
 {
     s_entry_t probe;
     memcpy(probe.key, key, 32);
-    bool found = false;
+    return reg->n ? bsearch(&probe, reg->entries, reg->n, sizeof probe, s_entry_cmp) : NULL;
+}
+
+/* Status of key at now; its agency into out (65 bytes) when registered. */
+static auth_key_status_t s_lookup(auth_t *self, const uint8_t *key, int64_t now, char *out)
+{
+    auth_key_status_t st = AUTH_KEY_UNREGISTERED;
     pthread_mutex_lock(&self->lock);
-    s_registry_t *reg = self->registry;
-    s_entry_t *e = reg->n ? bsearch(&probe, reg->entries, reg->n, sizeof probe, s_entry_cmp) : NULL;
+    const s_entry_t *e = s_find(self->registry, key);
     if (e) {
         memcpy(out, e->agency, 65);
-        found = true;
+        keyfile_status_t ks = s_entry_status(e, now);
+        st = ks == KEYFILE_VALID ? AUTH_KEY_VALID : ks == KEYFILE_EXPIRED ? AUTH_KEY_EXPIRED : AUTH_KEY_REVOKED;
     }
     pthread_mutex_unlock(&self->lock);
-    return found;
+    return st;
 }
 
 static int s_send(void *sock, const void *data, size_t len, bool more)
@@ -152,12 +175,27 @@ static int s_send(void *sock, const void *data, size_t len, bool more)
     return zmq_send(sock, data, len, more ? ZMQ_SNDMORE : 0) < 0 ? -1 : 0;
 }
 
+/* key: the admitted key in Z85 for the metadata, NULL for none. */
 static void s_reply(void *sock, const char *req_id, size_t req_id_len, const char *status, const char *text,
-                    const char *user)
+                    const char *user, const char *key)
 {
+    uint8_t meta[1 + sizeof AUTH_KEY_PROPERTY + 4 + KEYFILE_Z85_LEN];
+    size_t meta_len = 0;
+    if (key) {
+        size_t nlen = strlen(AUTH_KEY_PROPERTY), vlen = strlen(key);
+        meta[meta_len++] = (uint8_t)nlen;
+        memcpy(meta + meta_len, AUTH_KEY_PROPERTY, nlen);
+        meta_len += nlen;
+        meta[meta_len++] = 0;
+        meta[meta_len++] = 0;
+        meta[meta_len++] = 0;
+        meta[meta_len++] = (uint8_t)vlen;
+        memcpy(meta + meta_len, key, vlen);
+        meta_len += vlen;
+    }
     if (s_send(sock, "1.0", 3, true) || s_send(sock, req_id, req_id_len, true) ||
         s_send(sock, status, strlen(status), true) || s_send(sock, text, strlen(text), true) ||
-        s_send(sock, user, strlen(user), true) || s_send(sock, "", 0, false))
+        s_send(sock, user, strlen(user), true) || s_send(sock, meta, meta_len, false))
         log_error("auth", "event=zap_reply_failed error=\"%s\"", zmq_strerror(zmq_errno()));
 }
 
@@ -193,14 +231,14 @@ static bool s_handle_one(auth_t *self)
         }
     }
     if (n < 2) {
-        s_reply(self->zap, "", 0, "500", "malformed ZAP request", "");
+        s_reply(self->zap, "", 0, "500", "malformed ZAP request", "", NULL);
         return true;
     }
     if (n < 7 || lens[0] != 3 || memcmp(frames[0], "1.0", 3) != 0 || lens[5] != 5 ||
         memcmp(frames[5], "CURVE", 5) != 0 || lens[6] != 32) {
         atomic_fetch_add(&self->refused, 1);
         log_limited(LOG_WARN, "auth", "auth.mechanism", "event=handshake_refused reason=\"not CURVE\"");
-        s_reply(self->zap, frames[1], lens[1], "400", "CURVE required", "");
+        s_reply(self->zap, frames[1], lens[1], "400", "CURVE required", "", NULL);
         return true;
     }
     char agency[65];
@@ -208,16 +246,25 @@ static bool s_handle_one(auth_t *self)
     size_t alen = lens[3] < sizeof addr - 1 ? lens[3] : sizeof addr - 1;
     memcpy(addr, frames[3], alen);
     addr[alen] = '\0';
-    if (s_lookup(self, (const uint8_t *)frames[6], agency)) {
-        log_limited(LOG_DEBUG, "auth", "auth.ok", "event=handshake_ok agency=%s address=%s", agency, addr);
-        s_reply(self->zap, frames[1], lens[1], "200", "OK", agency);
-    } else {
-        char z85[41];
-        zmq_z85_encode(z85, (const uint8_t *)frames[6], 32);
+    char z85[KEYFILE_Z85_LEN + 1];
+    zmq_z85_encode(z85, (const uint8_t *)frames[6], 32);
+    auth_key_status_t st = s_lookup(self, (const uint8_t *)frames[6], s_now(), agency);
+    if (st == AUTH_KEY_VALID) {
+        log_limited(LOG_DEBUG, "auth", "auth.ok", "event=handshake_ok agency=%s key=%.8s address=%s", agency, z85,
+                    addr);
+        s_reply(self->zap, frames[1], lens[1], "200", "OK", agency, z85);
+    } else if (st == AUTH_KEY_UNREGISTERED) {
         atomic_fetch_add(&self->refused, 1);
-        log_limited(LOG_WARN, "auth", "auth.unknown", "event=handshake_refused reason=unregistered_key key=%s address=%s",
+        log_limited(LOG_WARN, "auth", "auth.unknown", "event=handshake_refused reason=unregistered key=%s address=%s",
                     z85, addr);
-        s_reply(self->zap, frames[1], lens[1], "400", "unregistered key", "");
+        s_reply(self->zap, frames[1], lens[1], "400", "unregistered key", "", NULL);
+    } else {
+        const char *why = auth_key_status_name(st);
+        atomic_fetch_add(&self->refused, 1);
+        log_limited(LOG_WARN, "auth", "auth.invalid", "event=handshake_refused reason=%s agency=%s key=%.8s address=%s",
+                    why, agency, z85, addr);
+        s_reply(self->zap, frames[1], lens[1], "400", st == AUTH_KEY_REVOKED ? "revoked key" : "expired key", "",
+                NULL);
     }
     return true;
 }
@@ -307,4 +354,64 @@ int auth_agencies(auth_t *self)
 uint64_t auth_refused(auth_t *self)
 {
     return atomic_load(&self->refused);
+}
+
+const char *auth_key_status_name(auth_key_status_t status)
+{
+    switch (status) {
+    case AUTH_KEY_VALID: return "valid";
+    case AUTH_KEY_EXPIRED: return "expired";
+    case AUTH_KEY_REVOKED: return "revoked";
+    case AUTH_KEY_UNREGISTERED: return "unregistered";
+    default: return "unknown";
+    }
+}
+
+auth_key_status_t auth_key_status(auth_t *self, const char *agency, const char *key_z85, int64_t now)
+{
+    uint8_t key[32];
+    if (!agency || !key_z85 || strlen(key_z85) != KEYFILE_Z85_LEN || !zmq_z85_decode(key, key_z85))
+        return AUTH_KEY_UNREGISTERED;
+    char owner[65];
+    auth_key_status_t st = s_lookup(self, key, now, owner);
+    if (st != AUTH_KEY_UNREGISTERED && strcmp(owner, agency) != 0)
+        st = AUTH_KEY_UNREGISTERED; /* moved to another agency since the handshake */
+    return st;
+}
+
+bool auth_key_valid(auth_t *self, const char *agency, const char *key_z85)
+{
+    return auth_key_status(self, agency, key_z85, s_now()) == AUTH_KEY_VALID;
+}
+
+static int s_expiring_cmp(const void *a, const void *b)
+{
+    int64_t x = ((const auth_expiring_t *)a)->not_after, y = ((const auth_expiring_t *)b)->not_after;
+    return x < y ? -1 : x > y;
+}
+
+size_t auth_expiring(auth_t *self, const char *agency, int64_t now, int64_t within, auth_expiring_t *out,
+                     size_t max)
+{
+    size_t n = 0;
+    int64_t until = within > INT64_MAX - now ? INT64_MAX : now + within;
+    pthread_mutex_lock(&self->lock);
+    const s_registry_t *reg = self->registry;
+    for (size_t i = 0; i < reg->n; i++) {
+        const s_entry_t *e = &reg->entries[i];
+        if (e->not_after == KEYFILE_FOREVER || e->not_after > until || s_entry_status(e, now) != KEYFILE_VALID ||
+            (agency && strcmp(e->agency, agency) != 0))
+            continue;
+        if (n < max) {
+            auth_expiring_t *x = &out[n];
+            memcpy(x->agency, e->agency, sizeof x->agency);
+            zmq_z85_encode(x->key, e->key, 32);
+            x->not_after = e->not_after;
+        }
+        n++;
+    }
+    pthread_mutex_unlock(&self->lock);
+    if (out && n)
+        qsort(out, n < max ? n : max, sizeof *out, s_expiring_cmp);
+    return n;
 }

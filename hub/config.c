@@ -67,6 +67,18 @@ static const s_key_t s_keys[] = {
      "a subscription whose connection sent no ping, ack or credit this long is closed (its cursor stays)", NULL},
     {"cursor_flush_ms", T_UINT, OFF(cursor_flush_ms), "200", 1, 60000,
      "how long an acknowledged cursor may wait before it is saved when no publish carries it", NULL},
+    {"key_expiry_warn_days", T_UINT, OFF(key_expiry_warn_days), "30", 0, 3650,
+     "warn (log event=key_expiring, and in the agency's status) of registry keys expiring within this many days; "
+     "checked at start, on SIGHUP and daily; 0: never",
+     NULL},
+    {"signing_key", T_STRING, OFF(signing_key), "", 0, 0,
+     "the hub's Ed25519 signing key (PEM, mode 0600; civibus keygen --hub writes hub-sign.key) for signed "
+     "checkpoints of the log (docs/LOG.md); empty: no checkpoints, and civibus verify can check the chain only",
+     NULL},
+    {"checkpoint_events", T_UINT, OFF(checkpoint_events), "10000", 1, 100000000,
+     "write a signed checkpoint after this many new log entries", NULL},
+    {"checkpoint_seconds", T_UINT, OFF(checkpoint_seconds), "60", 1, 86400,
+     "write a signed checkpoint after this many seconds if the log grew (and always at a clean stop)", NULL},
 };
 #define N_KEYS (sizeof s_keys / sizeof s_keys[0])
 

@@ -37,6 +37,10 @@ typedef struct {
     uint64_t heartbeat_ms;
     uint64_t session_timeout_ms;
     uint64_t cursor_flush_ms;
+    uint64_t key_expiry_warn_days; /* warn of keys expiring within; 0: never */
+    char *signing_key;           /* Ed25519 secret key for checkpoints; "" for none */
+    uint64_t checkpoint_events;  /* a checkpoint after this many new entries ... */
+    uint64_t checkpoint_seconds; /* ... or this long, if the log grew */
 } config_t;
 
 enum config_err {

@@ -1,30 +1,40 @@
 /* journal - the hub's durable, totally ordered event log, in LMDB.
  *
- * One LMDB environment (data.mdb, lock.mdb) in the data directory, with three
- * named databases: log, cursors, meta (see journal.h). The hub is the only
+ * One LMDB environment (data.mdb, lock.mdb) in the data directory, with four
+ * named databases: log, cursors, meta, checkpoints (see journal.h). The hub is the only
  * writer; offline tools may open the same files read-only at the same time,
  * which LMDB supports across processes.
  *
- * On-disk format, version 1 (meta "version" = u32 LE 1). All integers inside
- * values are little-endian; the `log` keys are native uint64 because
- * MDB_INTEGERKEY compares them natively (LMDB files are not portable across
- * byte orders anyway).
+ * On-disk format, version 2 (meta "version" = u32 LE 2; version 1 had no
+ * chain hash and is refused). All integers inside values are little-endian;
+ * the `log` and `checkpoints` keys are native uint64 because MDB_INTEGERKEY
+ * compares them natively (LMDB files are not portable across byte orders
+ * anyway). Entries and checkpoints are encoded by proto/logfile.c, the one
+ * copy of their format, shared with the offline verifier:
  *   log     key  seq (uint64, native)
- *           val  byte 0     entry version (1)
- *                byte 1     flags (0)
- *                bytes 2-3  type length T (u16 LE)
- *                byte 4     source length S (u8, 1-255)
- *                byte 5     event_id length I (u8, 1-255)
- *                bytes 6-7  reserved (0)
- *                bytes 8-15 received_at (i64 LE, µs since the Unix epoch)
- *                16 ..      the event type (T bytes), the source (S bytes),
- *                           the event_id (I bytes), none NUL-terminated,
- *                then       the serialized ServiceEvent, exactly as received
+ *           val  byte 0      entry version (2)
+ *                byte 1      flags (0)
+ *                bytes 2-3   type length T (u16 LE)
+ *                byte 4      source length S (u8, 1-255)
+ *                byte 5      event_id length I (u8, 1-255)
+ *                bytes 6-7   reserved (0)
+ *                bytes 8-15  received_at (i64 LE, µs since the Unix epoch)
+ *                bytes 16-47 chain hash: SHA-256(chain of seq-1 (zeros for
+ *                            seq 1) || seq u64 LE || bytes 0-15 || bytes 48..)
+ *                48 ..       the event type (T bytes), the source (S bytes),
+ *                            the event_id (I bytes), none NUL-terminated,
+ *                then        the serialized ServiceEvent, exactly as received
  *   cursors key  agency "\0" name            val  acked (u64 LE), updated_at
  *                                                 (i64 LE µs), filters ('\n'-joined, no NUL)
  *   meta    key  "version"                   val  u32 LE
- * A reader refuses an entry whose version is not 1 or whose lengths do not
+ *   checkpoints key seq (uint64, native)     val  128 bytes: version 1, seq,
+ *                time, chain hash at seq, key id, Ed25519 signature
+ *                (proto/logfile.h gives the layout and the signed bytes)
+ * A reader refuses an entry whose version is not 2 or whose lengths do not
  * add up (JOURNAL_CORRUPT); flags and reserved bytes are ignored on read.
+ * The journal does not check chain hashes when reading (that is
+ * `civibus verify`'s job); it computes them when appending, from the last
+ * one, which it caches (read from the last entry at open).
  * Source and event_id are in the entry so that the de-duplication window can
  * be rebuilt, and a candidate original verified, without decoding protobuf.
  *
@@ -34,8 +44,8 @@
  * event_id byte for byte, so hash collisions cost a read, never an event.
  * New events go into the window only after their commit succeeded.
  *
- * Invariants kept here: the cached first/last seq, last received_at and the
- * window change only after a successful commit, so a failed batch leaves no
+ * Invariants kept here: the cached first/last seq, last received_at, last
+ * chain hash and the window change only after a successful commit, so a failed batch leaves no
  * trace; every
  * transaction ends before its function returns, so no LMDB pointer escapes
  * and the map can be resized between calls. A scan or cursor callback runs
@@ -57,12 +67,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crypto.h"
 #include "dedup.h"
 #include "log.h"
+#include "logfile.h"
 
-#define FORMAT_VERSION 1u
-#define ENTRY_VERSION 1u
-#define ENTRY_HDR 16
+#define FORMAT_VERSION LOGFILE_FORMAT_VERSION
 #define CURSOR_HDR 16
 #define MIB ((size_t)1 << 20)
 #define DEFAULT_MAP_INIT (64 * MIB)
@@ -94,6 +104,8 @@ struct journal {
     MDB_dbi log_db;
     MDB_dbi cursors_db;
     MDB_dbi meta_db;
+    MDB_dbi checkpoints_db;
+    bool has_checkpoints;      /* false only read-only, before any hub made it */
     char *data_path;  /* dir/data.mdb, for journal_stats */
     size_t map_size;  /* current map size */
     size_t map_max;   /* configured ceiling */
@@ -102,6 +114,8 @@ struct journal {
     uint64_t first_seq;        /* committed bounds, 0 when empty */
     uint64_t last_seq;
     int64_t last_received_at;  /* received_at of last_seq, 0 when empty */
+    uint8_t last_chain[LOGFILE_CHAIN_LEN]; /* chain hash of last_seq, zeros when empty */
+    crypto_sha256_t *hasher;   /* reused for every chain hash */
     char *scratch;             /* cursor_each's copy of one cursor */
     size_t scratch_cap;
     bool prefill;              /* keep written space ahead of the log (durable mode) */
@@ -185,26 +199,7 @@ static size_t s_pair_key(const journal_t *self, const char *a, const char *b, ch
  * what does not parse (not logged: the caller decides). */
 static const char *s_entry_split(uint64_t seq, const MDB_val *val, journal_record_t *rec)
 {
-    const uint8_t *p = val->mv_data;
-    if (val->mv_size < ENTRY_HDR || p[0] != ENTRY_VERSION)
-        return "entry_header";
-    size_t type_len = (size_t)p[2] | (size_t)p[3] << 8;
-    size_t source_len = p[4], event_id_len = p[5];
-    size_t strings = type_len + source_len + event_id_len;
-    if (strings > val->mv_size - ENTRY_HDR)
-        return "entry_length";
-    const char *s = (const char *)p + ENTRY_HDR;
-    rec->seq = seq;
-    rec->received_at = (int64_t)s_get_u64le(p + 8);
-    rec->type = s;
-    rec->type_len = type_len;
-    rec->source = s + type_len;
-    rec->source_len = source_len;
-    rec->event_id = s + type_len + source_len;
-    rec->event_id_len = event_id_len;
-    rec->event = p + ENTRY_HDR + strings;
-    rec->event_len = val->mv_size - ENTRY_HDR - strings;
-    return NULL;
+    return logfile_entry_split(seq, val->mv_data, val->mv_size, rec);
 }
 
 /* Parse a log value into rec; JOURNAL_CORRUPT (logged) when it does not. */
@@ -235,6 +230,7 @@ static int s_load_bounds(journal_t *self, MDB_txn *txn)
         return s_fail("cursor_open", rc);
     uint64_t first = 0, last = 0;
     int64_t received_at = 0;
+    uint8_t chain[LOGFILE_CHAIN_LEN] = {0};
     int jrc = JOURNAL_OK;
     MDB_val key, val;
     rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
@@ -257,6 +253,7 @@ static int s_load_bounds(journal_t *self, MDB_txn *txn)
         if (jrc)
             goto close_cursor;
         received_at = rec.received_at;
+        memcpy(chain, rec.chain, sizeof chain);
     } else if (rc != MDB_NOTFOUND) {
         jrc = s_fail("log_bounds", rc);
         goto close_cursor;
@@ -264,6 +261,7 @@ static int s_load_bounds(journal_t *self, MDB_txn *txn)
     self->first_seq = first;
     self->last_seq = last;
     self->last_received_at = received_at;
+    memcpy(self->last_chain, chain, sizeof chain);
 close_cursor:
     mdb_cursor_close(cur);
     return jrc;
@@ -350,6 +348,16 @@ static int s_open_dbs(journal_t *self)
     if ((rc = mdb_dbi_open(txn, "log", create | MDB_INTEGERKEY, &self->log_db)) ||
         (rc = mdb_dbi_open(txn, "cursors", create, &self->cursors_db)) ||
         (rc = mdb_dbi_open(txn, "meta", create, &self->meta_db))) {
+        jrc = s_fail("dbi_open", rc);
+        goto abort_txn;
+    }
+    /* Absent from a log that a read-only handle opens before any writable
+     * one made it: then there are simply no checkpoints. */
+    rc = mdb_dbi_open(txn, "checkpoints", create | MDB_INTEGERKEY, &self->checkpoints_db);
+    self->has_checkpoints = rc == 0;
+    if (rc == MDB_NOTFOUND && self->read_only) {
+        self->has_checkpoints = false;
+    } else if (rc) {
         jrc = s_fail("dbi_open", rc);
         goto abort_txn;
     }
@@ -519,6 +527,11 @@ journal_t *journal_new(const journal_opts_t *opts)
     if (!self)
         return NULL;
     self->read_only = opts->read_only;
+    self->hasher = crypto_sha256_new();
+    if (!self->hasher) {
+        log_error("journal", "event=open_failed reason=sha256_unavailable");
+        goto free_self;
+    }
     size_t plen = strlen(opts->dir) + sizeof "/data.mdb";
     self->data_path = malloc(plen);
     if (!self->data_path)
@@ -550,7 +563,7 @@ journal_t *journal_new(const journal_opts_t *opts)
      * less than its data): size 0 tells LMDB to adopt it. A new one starts
      * at map_init. */
     bool exists = stat(self->data_path, &st) == 0;
-    if ((rc = mdb_env_set_maxdbs(self->env, 3)) ||
+    if ((rc = mdb_env_set_maxdbs(self->env, 4)) ||
         (rc = mdb_env_set_mapsize(self->env, exists ? 0 : map_init))) {
         (void)s_fail("env_setup", rc);
         goto close_env;
@@ -619,6 +632,7 @@ close_env:
     dedup_destroy(&self->dedup);
     mdb_env_close(self->env);
 free_self:
+    crypto_sha256_destroy(&self->hasher);
     free(self->data_path);
     free(self);
     return NULL;
@@ -634,6 +648,7 @@ void journal_destroy(journal_t **self_p)
     free(self->pending);
     free(self->batch_slots);
     free(self->scratch);
+    crypto_sha256_destroy(&self->hasher);
     free(self->data_path);
     free(self);
     *self_p = NULL;
@@ -733,9 +748,28 @@ static int s_match(uint64_t seq, void *arg)
  * seq and received_at are returned through *last and *received_at; nothing
  * in self changes here (the window included). JOURNAL_FULL means
  * MDB_MAP_FULL: nothing written. Needs self->pending from s_prepare. */
+/* What one write attempt produced, published by s_write after the commit. */
+typedef struct {
+    uint64_t last;
+    int64_t received_at;
+    uint8_t chain[LOGFILE_CHAIN_LEN];
+} s_head_t;
+
+static int s_checkpoint_write(journal_t *self, MDB_txn *txn, const logfile_checkpoint_t *cp)
+{
+    uint8_t buf[LOGFILE_CHECKPOINT_LEN];
+    logfile_checkpoint_encode(cp, buf);
+    uint64_t seq = cp->seq;
+    MDB_val key = {sizeof seq, &seq}, val = {sizeof buf, buf};
+    int rc = mdb_put(txn, self->checkpoints_db, &key, &val, 0);
+    return rc ? s_fail("checkpoint_put", rc) : JOURNAL_OK;
+}
+
+/* One attempt at writing the batch (and the checkpoint, when cp is set) in
+ * one transaction; *head gets the new log head on success. */
 static int s_try_batch(journal_t *self, journal_entry_t *entries, size_t n,
-                       const journal_cursor_t *cursors, size_t n_cursors, uint64_t *last,
-                       int64_t *received_at)
+                       const journal_cursor_t *cursors, size_t n_cursors,
+                       const logfile_checkpoint_t *cp, s_head_t *head)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
@@ -743,6 +777,8 @@ static int s_try_batch(journal_t *self, journal_entry_t *entries, size_t n,
         return s_fail("write_begin", rc);
     int jrc = JOURNAL_OK;
     uint64_t seq = self->last_seq;
+    uint8_t chain[LOGFILE_CHAIN_LEN];
+    memcpy(chain, self->last_chain, sizeof chain);
     int64_t now = s_now_us();
     /* One time per batch, clamped so the log's times never go backwards
      * (the wall clock may, and seq_at_time relies on order). */
@@ -771,8 +807,8 @@ static int s_try_batch(journal_t *self, journal_entry_t *entries, size_t n,
             continue;
         }
         seq++;
-        size_t strings = (size_t)p->type_len + p->source_len + p->event_id_len;
-        MDB_val key = {sizeof seq, &seq}, val = {ENTRY_HDR + strings + e->event_len, NULL};
+        size_t size = logfile_entry_size(p->type_len, p->source_len, p->event_id_len, e->event_len);
+        MDB_val key = {sizeof seq, &seq}, val = {size, NULL};
         /* MDB_APPEND: keys only grow, so LMDB skips the search and fills
          * pages completely; MDB_RESERVE lets us write the value in place. */
         rc = mdb_put(txn, self->log_db, &key, &val, MDB_APPEND | MDB_RESERVE);
@@ -781,36 +817,31 @@ static int s_try_batch(journal_t *self, journal_entry_t *entries, size_t n,
             goto abort_txn;
         }
         uint8_t *v = val.mv_data;
-        v[0] = ENTRY_VERSION;
-        v[1] = 0;
-        v[2] = (uint8_t)p->type_len;
-        v[3] = (uint8_t)(p->type_len >> 8);
-        v[4] = p->source_len;
-        v[5] = p->event_id_len;
-        v[6] = 0;
-        v[7] = 0;
-        s_put_u64le(v + 8, (uint64_t)now);
-        uint8_t *w = v + ENTRY_HDR;
-        memcpy(w, e->type, p->type_len);
-        w += p->type_len;
-        memcpy(w, e->source, p->source_len);
-        w += p->source_len;
-        memcpy(w, e->event_id, p->event_id_len);
-        w += p->event_id_len;
-        if (e->event_len)
-            memcpy(w, e->event, e->event_len);
+        logfile_entry_encode(v, now, e->type, p->type_len, e->source, p->source_len, e->event_id,
+                             p->event_id_len, e->event, e->event_len);
+        /* Hashed from the bytes as stored, so the verifier, which reads the
+         * same bytes, cannot disagree with the writer about the input. */
+        if (logfile_chain(self->hasher, chain, seq, v, size, chain) != CRYPTO_OK) {
+            log_error("journal", "event=chain_hash_failed seq=%llu", (unsigned long long)seq);
+            jrc = JOURNAL_IO;
+            goto abort_txn;
+        }
+        memcpy(v + LOGFILE_CHAIN_OFF, chain, sizeof chain);
         e->seq = seq;
         e->received_at = now;
         e->duplicate = false;
     }
     if ((jrc = s_put_cursors(self, txn, cursors, n_cursors, s_now_us())))
         goto abort_txn;
+    if (cp && (jrc = s_checkpoint_write(self, txn, cp)))
+        goto abort_txn;
     /* Commit frees the transaction even when it fails. */
     rc = mdb_txn_commit(txn);
     if (rc)
         return s_fail("commit", rc);
-    *last = seq;
-    *received_at = now;
+    head->last = seq;
+    head->received_at = now;
+    memcpy(head->chain, chain, sizeof chain);
     return JOURNAL_OK;
 
 abort_txn:
@@ -820,14 +851,13 @@ abort_txn:
 
 /* Run a write attempt, growing the map after MDB_MAP_FULL until it fits or
  * the ceiling is reached; then, and only then, publish the new bounds and
- * put the batch's new events into the window. */
+ * chain head and put the batch's new events into the window. */
 static int s_write(journal_t *self, journal_entry_t *entries, size_t n,
-                   const journal_cursor_t *cursors, size_t n_cursors)
+                   const journal_cursor_t *cursors, size_t n_cursors, const logfile_checkpoint_t *cp)
 {
     for (;;) {
-        uint64_t last = self->last_seq;
-        int64_t received_at = self->last_received_at;
-        int jrc = s_try_batch(self, entries, n, cursors, n_cursors, &last, &received_at);
+        s_head_t head;
+        int jrc = s_try_batch(self, entries, n, cursors, n_cursors, cp, &head);
         if (jrc == JOURNAL_FULL) {
             if ((jrc = s_grow(self)))
                 return jrc;
@@ -835,11 +865,12 @@ static int s_write(journal_t *self, journal_entry_t *entries, size_t n,
         }
         if (jrc)
             return jrc;
-        if (last != self->last_seq) {
+        if (head.last != self->last_seq) {
             if (self->first_seq == 0)
                 self->first_seq = self->last_seq + 1;
-            self->last_seq = last;
-            self->last_received_at = received_at;
+            self->last_seq = head.last;
+            self->last_received_at = head.received_at;
+            memcpy(self->last_chain, head.chain, sizeof head.chain);
         }
         for (size_t i = 0; i < n; i++)
             if (!entries[i].duplicate)
@@ -943,7 +974,7 @@ int journal_append_batch(journal_t *self, journal_entry_t *entries, size_t n,
     int jrc = n ? s_prepare(self, entries, n) : JOURNAL_OK;
     if (jrc)
         return jrc;
-    return s_write(self, entries, n, cursors, n_cursors);
+    return s_write(self, entries, n, cursors, n_cursors, NULL);
 }
 
 int journal_save_cursors(journal_t *self, const journal_cursor_t *cursors, size_t n)
@@ -953,7 +984,64 @@ int journal_save_cursors(journal_t *self, const journal_cursor_t *cursors, size_
         return JOURNAL_INVALID;
     if (n == 0)
         return JOURNAL_OK;
-    return s_write(self, NULL, 0, cursors, n);
+    return s_write(self, NULL, 0, cursors, n, NULL);
+}
+
+void journal_chain_head(const journal_t *self, uint8_t out[JOURNAL_CHAIN_LEN])
+{
+    memcpy(out, self->last_chain, JOURNAL_CHAIN_LEN);
+}
+
+int journal_checkpoint_put(journal_t *self, const logfile_checkpoint_t *cp)
+{
+    assert(self && cp);
+    /* Only the head can be vouched for: the journal knows its chain hash,
+     * and refusing anything else keeps a wrong hash from being signed. */
+    if (self->read_only || cp->seq == 0 || cp->seq != self->last_seq ||
+        memcmp(cp->chain, self->last_chain, JOURNAL_CHAIN_LEN) != 0)
+        return JOURNAL_INVALID;
+    return s_write(self, NULL, 0, NULL, 0, cp);
+}
+
+/* Read one checkpoint record: at seq (op MDB_SET) or the last (MDB_LAST). */
+static int s_checkpoint_read(journal_t *self, uint64_t seq, MDB_cursor_op op, logfile_checkpoint_t *out)
+{
+    if (!self->has_checkpoints)
+        return JOURNAL_NOTFOUND;
+    MDB_txn *txn;
+    int jrc = s_read_begin(self, &txn);
+    if (jrc)
+        return jrc;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, self->checkpoints_db, &cur);
+    if (rc) {
+        jrc = s_fail("cursor_open", rc);
+        goto abort_txn;
+    }
+    MDB_val key = {sizeof seq, &seq}, val;
+    rc = mdb_cursor_get(cur, &key, &val, op);
+    if (rc == MDB_NOTFOUND)
+        jrc = JOURNAL_NOTFOUND;
+    else if (rc)
+        jrc = s_fail("checkpoint_get", rc);
+    else if (logfile_checkpoint_decode(val.mv_data, val.mv_size, out) != LOGFILE_OK)
+        jrc = s_corrupt("checkpoint", seq);
+    mdb_cursor_close(cur);
+abort_txn:
+    mdb_txn_abort(txn);
+    return jrc;
+}
+
+int journal_checkpoint_get(journal_t *self, uint64_t seq, logfile_checkpoint_t *out)
+{
+    assert(self && out);
+    return s_checkpoint_read(self, seq, MDB_SET, out);
+}
+
+int journal_checkpoint_last(journal_t *self, logfile_checkpoint_t *out)
+{
+    assert(self && out);
+    return s_checkpoint_read(self, 0, MDB_LAST, out);
 }
 
 /* --- reading ------------------------------------------------------------- */

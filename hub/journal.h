@@ -2,9 +2,14 @@
  *
  * Owns the LMDB environment under the data directory and everything in it:
  *   log     seq (uint64, MDB_INTEGERKEY, appended with MDB_APPEND) -> entry
- *           (type, source, event_id, event bytes)
+ *           (type, source, event_id, event bytes, chain hash)
  *   cursors agency "\0" subscription name -> acknowledged seq, filters
  *   meta    format version and bookkeeping
+ *   checkpoints seq -> the hub's signed statement of the chain hash at seq
+ * The entry and checkpoint formats live in proto/logfile.h, shared with the
+ * offline verifier; docs/LOG.md explains them. Every appended entry carries
+ * chain[seq] = SHA-256(chain[seq-1] || seq || entry without its hash), so
+ * any change to a stored entry breaks the chain from there on.
  * and, in memory, a de-duplication window (dedup.h) over the last
  * dedup_window entries, rebuilt from the log when a writable journal opens.
  * A retried event is recognised while its original is among the last
@@ -30,6 +35,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "logfile.h"
+
+#define JOURNAL_CHAIN_LEN LOGFILE_CHAIN_LEN
 
 typedef struct journal journal_t;
 
@@ -99,20 +108,27 @@ int journal_append_batch(journal_t *self, journal_entry_t *entries, size_t n,
 /* Save cursors alone (one synced transaction). */
 int journal_save_cursors(journal_t *self, const journal_cursor_t *cursors, size_t n);
 
+/* The chain hash of the last entry (32 zero bytes when the log is empty),
+ * as of the last successful commit. Cached: free. */
+void journal_chain_head(const journal_t *self, uint8_t out[JOURNAL_CHAIN_LEN]);
+
+/* Store a signed checkpoint (made by the caller, see hub/chain.h) in its own
+ * synced transaction, replacing one at the same seq. It must name the
+ * current head: cp->seq == journal_last_seq and cp->chain ==
+ * journal_chain_head, else JOURNAL_INVALID (also for a read-only handle).
+ * The journal does not check the signature. Grows the map like a batch;
+ * JOURNAL_FULL, JOURNAL_NOSPACE, JOURNAL_IO as journal_append_batch. */
+int journal_checkpoint_put(journal_t *self, const logfile_checkpoint_t *cp);
+
+/* Copy the checkpoint at seq, or the last one, into *out. JOURNAL_NOTFOUND
+ * when there is none; JOURNAL_CORRUPT when it does not parse. */
+int journal_checkpoint_get(journal_t *self, uint64_t seq, logfile_checkpoint_t *out);
+int journal_checkpoint_last(journal_t *self, logfile_checkpoint_t *out);
+
 /* A stored entry, as seen by a scan callback: pointers valid only inside it.
- * The strings are not NUL-terminated. */
-typedef struct {
-    uint64_t seq;
-    int64_t received_at;
-    const char *type;
-    size_t type_len;
-    const char *source;
-    size_t source_len;
-    const char *event_id;
-    size_t event_id_len;
-    const uint8_t *event;
-    size_t event_len;
-} journal_record_t;
+ * The strings are not NUL-terminated; chain is the entry's stored chain hash
+ * (a copy). */
+typedef logfile_entry_t journal_record_t;
 
 /* Return 0 to go on, non-zero to stop the scan (that value is returned).
  * A callback must not call into the journal: LMDB allows one transaction

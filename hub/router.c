@@ -15,10 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "auth.h"
 #include "batch.h"
+#include "chain.h"
 #include "journal.h"
 #include "keyfile.h"
 #include "log.h"
@@ -34,13 +36,16 @@
 
 #define ZAP_DOMAIN "civibus"
 #define READ_BURST 4096       /* messages read before the batch is committed */
-#define REPLAY_MAX_BYTES (512 * 1024)
+#define REPLAY_MAX_BYTES (128 * 1024)
 /* Messages queued per peer, each way. Publish replies must not be dropped
  * when a burst of commits answers many requests at once (a lost reply stalls
  * the publisher until its retry), so the queue is generous; replies are small
  * except replay chunks and Deliver messages, which are bounded in bytes and,
  * for Deliver, by credit. A peer that floods replay requests without reading
- * can hold at most PEER_HWM chunks. */
+ * holds at most PEER_HWM chunks (128 MiB); one that takes credit and never
+ * reads, its credit's worth of events or PEER_HWM Deliver messages of 256 KiB,
+ * whichever is less. Per-agency ceilings across connections come with the
+ * trust work. */
 #define PEER_HWM 1000
 /* A commit this slow is worth a line: the disk holds every publisher up. */
 #define SLOW_COMMIT_MS 20
@@ -49,6 +54,8 @@
 #define EXPIRE_EVERY_MS 1000
 #define CODE_COUNT 10
 #define TRANSPORT_SLACK (64 * 1024)
+#define KEY_WARN_EVERY_MS (24 * 3600 * 1000LL) /* expiring keys are logged daily */
+#define DAY_S (24 * 3600)
 
 typedef Civibus__V1__ErrorCode s_code_t;
 #define C(x) CIVIBUS__V1__ERROR_CODE__##x
@@ -70,6 +77,7 @@ typedef struct {
     uint64_t refused[CODE_COUNT];
     uint64_t commits;
     uint64_t replies_lost;
+    uint64_t key_refused; /* messages of a key revoked or expired since its handshake */
 } s_stats_t;
 
 struct router {
@@ -79,6 +87,7 @@ struct router {
     auth_t *auth;
     policy_t *policy; /* NULL: no policy file, everything allowed */
     journal_t *journal;
+    chain_t *chain; /* NULL: no signing key, no checkpoints */
     subs_t *subs;
     char endpoint[256];
     char instance[33];
@@ -96,6 +105,7 @@ struct router {
     s_stats_t stats;
     int64_t last_flush_ms;
     int64_t last_expire_ms;
+    int64_t last_key_warn_ms;
 };
 
 static void s_refuse_count(router_t *self, s_code_t code)
@@ -466,15 +476,96 @@ static void s_on_status(router_t *self, const wire_peer_t *peer, const char *age
         wire_send_error(self->sock, peer, req->request_id, NULL, C(INTERNAL), "cannot list subscriptions");
         return;
     }
+    /* The caller's own keys close to their not-after (an entry holds at
+     * most KEYFILE_MAX_KEYS keys). */
+    auth_expiring_t exp[KEYFILE_MAX_KEYS];
+    char texts[KEYFILE_MAX_KEYS][200];
+    char *warnings[KEYFILE_MAX_KEYS];
+    int64_t now = (int64_t)time(NULL);
+    size_t n_exp = 0;
+    if (self->cfg->key_expiry_warn_days)
+        n_exp = auth_expiring(self->auth, agency, now, (int64_t)self->cfg->key_expiry_warn_days * DAY_S, exp,
+                              KEYFILE_MAX_KEYS);
+    if (n_exp > KEYFILE_MAX_KEYS)
+        n_exp = KEYFILE_MAX_KEYS;
+    for (size_t i = 0; i < n_exp; i++) {
+        char when[KEYFILE_TIME_LEN];
+        keyfile_time_format(exp[i].not_after, when, sizeof when);
+        snprintf(texts[i], sizeof texts[i],
+                 "key %.8s of %s expires at %s (in %" PRId64 " days); rotate it: civibus registry rotate",
+                 exp[i].key, agency, when, (exp[i].not_after - now) / DAY_S);
+        warnings[i] = texts[i];
+    }
+    st.n_warnings = n_exp;
+    st.warnings = n_exp ? warnings : NULL;
     Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
     msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_STATUS_REPLY;
     msg.status_reply = &st;
     wire_send(self->sock, peer, &msg);
+    st.n_warnings = 0;
+    st.warnings = NULL;
     subs_status_free(&st);
 }
 
-static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agency, const uint8_t *data,
-                       size_t len)
+/* Log every valid key of the registry expiring within key_expiry_warn_days:
+ * at start, after each reload, and daily. */
+static void s_warn_expiring(router_t *self)
+{
+    self->last_key_warn_ms = codec_mono_ms();
+    if (!self->cfg->key_expiry_warn_days)
+        return;
+    int64_t now = (int64_t)time(NULL), within = (int64_t)self->cfg->key_expiry_warn_days * DAY_S;
+    size_t n = auth_expiring(self->auth, NULL, now, within, NULL, 0);
+    auth_expiring_t *exp = n ? calloc(n, sizeof *exp) : NULL;
+    if (!exp)
+        return;
+    n = auth_expiring(self->auth, NULL, now, within, exp, n);
+    for (size_t i = 0; i < n; i++) {
+        char when[KEYFILE_TIME_LEN];
+        keyfile_time_format(exp[i].not_after, when, sizeof when);
+        log_warn("auth", "event=key_expiring agency=%s key=%.8s not_after=%s days=%" PRId64, exp[i].agency,
+                 exp[i].key, when, (exp[i].not_after - now) / DAY_S);
+    }
+    free(exp);
+}
+
+/* Answer a request from a connection whose key was revoked or expired after
+ * its handshake (ZAP checks keys only then): an Error for the whole request,
+ * and a subscription it touches is closed so that deliveries stop. */
+static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *agency, const char *key,
+                         auth_key_status_t status, const codec_client_msg_t *msg)
+{
+    uint64_t request_id = 0;
+    const char *sub = NULL;
+    switch (msg->body_case) {
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_PUBLISH: request_id = msg->publish->request_id; break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_REPLAY: request_id = msg->replay->request_id; break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_PING: request_id = msg->ping->request_id; break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_STATUS: request_id = msg->status->request_id; break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_SUBSCRIBE: sub = msg->subscribe->name; break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_ACK: sub = msg->ack->subscription; break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CREDIT: sub = msg->credit->subscription; break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_UNSUBSCRIBE: sub = msg->unsubscribe->subscription; break;
+    default: break;
+    }
+    if (sub && !codec_name_valid(sub))
+        sub = NULL;
+    if (sub && msg->body_case != CIVIBUS__V1__CLIENT_MESSAGE__BODY_SUBSCRIBE)
+        subs_close(self->subs, agency, peer, sub);
+    const char *reason = status == AUTH_KEY_REVOKED   ? "key revoked"
+                         : status == AUTH_KEY_EXPIRED ? "key expired"
+                                                      : "key not registered";
+    s_refuse_count(self, C(NOT_AUTHORISED));
+    self->stats.key_refused++;
+    log_limited(LOG_WARN, "router", "router.key",
+                "event=message_refused agency=%s code=not_authorised reason=key_%s key=%.8s", agency,
+                auth_key_status_name(status), key ? key : "-");
+    wire_send_error(self->sock, peer, request_id, sub, C(NOT_AUTHORISED), reason);
+}
+
+/* key: the connection's key (ZAP metadata), key_status: its status now. */
+static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agency, const char *key,
+                       auth_key_status_t key_status, const uint8_t *data, size_t len)
 {
     codec_client_msg_t *msg = NULL;
     int rc = codec_client_decode(data, len, self->cfg->max_message_size, &msg);
@@ -511,6 +602,11 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         /* An empty frame decodes as an empty message: nothing was asked. */
         s_refuse_count(self, C(MALFORMED));
         wire_send_error(self->sock, peer, 0, NULL, C(MALFORMED), "message has no version or no request");
+        codec_client_free(&msg);
+        return;
+    }
+    if (key_status != AUTH_KEY_VALID) {
+        s_refuse_key(self, peer, agency, key, key_status, msg);
         codec_client_free(&msg);
         return;
     }
@@ -600,7 +696,11 @@ static int s_read_one(router_t *self)
         log_limited(LOG_ERROR, "router", "router.noid", "event=message_without_identity");
         wire_send_error(self->sock, &peer, 0, NULL, C(NOT_AUTHORISED), "connection has no authenticated agency");
     } else {
-        s_dispatch(self, &peer, who, zmq_msg_data(&part), zmq_msg_size(&part));
+        /* ZAP admitted the key at the handshake; it may have been revoked or
+         * expired since. */
+        const char *key = zmq_msg_gets(&part, AUTH_KEY_PROPERTY);
+        auth_key_status_t ks = auth_key_status(self->auth, who, key, (int64_t)time(NULL));
+        s_dispatch(self, &peer, who, key, ks, zmq_msg_data(&part), zmq_msg_size(&part));
     }
     zmq_msg_close(&part);
     return 1;
@@ -711,12 +811,22 @@ router_t *router_new(const config_t *cfg)
     self->journal = journal_new(&jo);
     if (!self->journal)
         goto fail;
+    if (cfg->signing_key[0]) {
+        self->chain = chain_new(self->journal, cfg->signing_key, cfg->checkpoint_events,
+                                cfg->checkpoint_seconds * 1000);
+        if (!self->chain)
+            goto fail;
+    } else {
+        log_warn("router", "event=no_signing_key effect=\"no signed checkpoints: civibus verify can check the "
+                           "chain, not who wrote it\"");
+    }
     self->ctx = zmq_ctx_new();
     if (!self->ctx)
         goto fail;
     self->auth = auth_new(self->ctx, cfg->registry);
     if (!self->auth)
         goto fail;
+    s_warn_expiring(self);
     if (s_policy_load(self) != 0)
         goto fail;
     if (s_socket_open(self) != 0)
@@ -751,6 +861,7 @@ void router_destroy(router_t **self_p)
     auth_destroy(&self->auth);
     if (self->ctx)
         zmq_ctx_term(self->ctx);
+    chain_destroy(&self->chain);
     journal_destroy(&self->journal);
     policy_destroy(&self->policy);
     free(self->reqs);
@@ -786,6 +897,7 @@ static int s_turn(router_t *self)
             subs_saved(self->subs);
         self->last_flush_ms = now;
     }
+    chain_tick(self->chain, now);
     if (now - self->last_expire_ms >= EXPIRE_EVERY_MS) {
         subs_expire(self->subs, now);
         self->last_expire_ms = now;
@@ -800,12 +912,13 @@ static void s_log_stats(router_t *self)
              "event=stats accepted=%" PRIu64 " duplicates=%" PRIu64 " commits=%" PRIu64 " not_authorised=%" PRIu64
              " malformed=%" PRIu64 " too_large=%" PRIu64 " storage_full=%" PRIu64 " internal=%" PRIu64
              " bad_request=%" PRIu64 " unavailable=%" PRIu64 " unsupported_version=%" PRIu64
-             " unknown_subscription=%" PRIu64 " replies_lost=%" PRIu64 " handshakes_refused=%" PRIu64
+             " unknown_subscription=%" PRIu64 " replies_lost=%" PRIu64 " key_refused=%" PRIu64
+             " handshakes_refused=%" PRIu64
              " last_seq=%" PRIu64,
              s->accepted, s->duplicates, s->commits, s->refused[C(NOT_AUTHORISED)], s->refused[C(MALFORMED)],
              s->refused[C(TOO_LARGE)], s->refused[C(STORAGE_FULL)], s->refused[C(INTERNAL)],
              s->refused[C(BAD_REQUEST)], s->refused[C(UNAVAILABLE)], s->refused[C(UNSUPPORTED_VERSION)],
-             s->refused[C(UNKNOWN_SUBSCRIPTION)], s->replies_lost,
+             s->refused[C(UNKNOWN_SUBSCRIPTION)], s->replies_lost, s->key_refused,
              auth_refused(self->auth), journal_last_seq(self->journal));
 }
 
@@ -815,9 +928,12 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
         if (*reload) {
             *reload = 0;
             auth_reload(self->auth);
+            s_warn_expiring(self);
             if (self->cfg->policy[0])
                 s_policy_load(self);
         }
+        if (codec_mono_ms() - self->last_key_warn_ms >= KEY_WARN_EVERY_MS)
+            s_warn_expiring(self);
         int pending = subs_pending(self->subs);
         long timeout = pending == SUBS_MORE ? 0 : pending == SUBS_BUSY ? BUSY_POLL_MS : IDLE_POLL_MS;
         zmq_pollitem_t item = {.socket = self->sock, .events = ZMQ_POLLIN};
@@ -839,6 +955,8 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
     size_t n = subs_take_dirty(self->subs, &cursors);
     if (n && journal_save_cursors(self->journal, cursors, n) == JOURNAL_OK)
         subs_saved(self->subs);
+    /* The last word on the log: an outsider can tell a later truncation. */
+    chain_checkpoint(self->chain);
     s_log_stats(self);
     log_info("router", "event=stopped last_seq=%" PRIu64, journal_last_seq(self->journal));
     return 0;

@@ -16,7 +16,7 @@
 #include "log.h"
 
 #define DELIVER_MAX_EVENTS 1024
-#define DELIVER_MAX_BYTES (1024 * 1024)
+#define DELIVER_MAX_BYTES (256 * 1024)
 #define SCAN_MAX 16384 /* entries one pump reads for one session */
 #define FILTERS_MAX 32
 #define BUCKETS 1024

@@ -2,7 +2,9 @@
  *
  * The secret file is created with O_EXCL and mode 0600 so that a key is never
  * readable by others, not even for an instant, and an existing key is never
- * replaced by accident.
+ * replaced by accident. Registry entries are replaced atomically (temporary
+ * file, fsync, rename, fsync of the folder), so the hub reads either the old
+ * entry or the new one, never half of one, also after a crash.
  */
 #include "keyfile.h"
 
@@ -11,10 +13,29 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "codec.h"
+
+typedef enum { S_ANY_FILE, S_ENTRY } s_mode_t;
+
+/* Where a parse error is reported: "path:line: ". */
+typedef struct {
+    const char *path;
+    int line;
+    char *err;
+    size_t err_len;
+} s_where_t;
+
+#define S_FAIL(w, ...)                                                        \
+    do {                                                                      \
+        int n_ = snprintf((w)->err, (w)->err_len, "%s:%d: ", (w)->path, (w)->line); \
+        if (n_ >= 0 && (size_t)n_ < (w)->err_len)                             \
+            snprintf((w)->err + n_, (w)->err_len - (size_t)n_, __VA_ARGS__);  \
+        return KEYFILE_SYNTAX;                                                \
+    } while (0)
 
 static void s_trim(char **s)
 {
@@ -31,7 +52,183 @@ static bool s_z85_valid(const char *v)
     return strlen(v) == KEYFILE_Z85_LEN && zmq_z85_decode(bin, v) != NULL;
 }
 
-int keyfile_read(const char *path, keyfile_t *out, char *err, size_t err_len)
+static bool s_digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+int keyfile_time_parse(const char *s, int64_t *out)
+{
+    int y, mo, d, h, mi, se;
+    if (strlen(s) != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
+        s[19] != 'Z' || !s_digits(s, 4, &y) || !s_digits(s + 5, 2, &mo) || !s_digits(s + 8, 2, &d) ||
+        !s_digits(s + 11, 2, &h) || !s_digits(s + 14, 2, &mi) || !s_digits(s + 17, 2, &se))
+        return -1;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) || h > 23 ||
+        mi > 59 || se > 59)
+        return -1;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = se};
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
+void keyfile_time_format(int64_t t, char *buf, size_t len)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (t < 0 || t > 253402300799LL || !gmtime_r(&tt, &tm)) { /* beyond 9999-12-31 */
+        snprintf(buf, len, "%s", t < 0 ? "1970-01-01T00:00:00Z" : "9999-12-31T23:59:59Z");
+        return;
+    }
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+keyfile_status_t keyfile_key_status(const keyfile_key_t *key, int64_t now)
+{
+    if (key->revoked_at <= now)
+        return KEYFILE_REVOKED;
+    if (key->not_after <= now)
+        return KEYFILE_EXPIRED;
+    return KEYFILE_VALID;
+}
+
+const char *keyfile_status_name(keyfile_status_t status)
+{
+    switch (status) {
+    case KEYFILE_VALID: return "valid";
+    case KEYFILE_EXPIRED: return "expired";
+    case KEYFILE_REVOKED: return "revoked";
+    default: return "unknown";
+    }
+}
+
+/* Next attribute word of *p: NAME=VALUE or NAME="VALUE" (no '"' or '\'
+ * inside, no control characters). Cuts the line in place; name and value
+ * point into it. 1 when one was read, 0 at the end of the line. */
+static int s_next_attr(char **p, char **name, char **value, const s_where_t *w)
+{
+    char *s = *p;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (!*s)
+        return 0;
+    char *eq = s;
+    while (*eq && *eq != '=' && *eq != ' ' && *eq != '\t')
+        eq++;
+    if (*eq != '=' || eq == s)
+        S_FAIL(w, "expected NAME=VALUE after the key, not '%.*s'", (int)(eq - s) > 40 ? 40 : (int)(eq - s), s);
+    *eq = '\0';
+    *name = s;
+    char *v = eq + 1, *end;
+    if (*v == '"') {
+        v++;
+        end = v;
+        while (*end && *end != '"' && *end != '\\' && (unsigned char)*end >= 0x20)
+            end++;
+        if (*end != '"')
+            S_FAIL(w, "attribute %s: a quoted value needs its closing '\"' and may not hold '\\'", *name);
+        *end++ = '\0';
+        if (*end && *end != ' ' && *end != '\t')
+            S_FAIL(w, "attribute %s: a blank must follow the closing '\"'", *name);
+    } else {
+        end = v;
+        while (*end && *end != ' ' && *end != '\t') {
+            if (*end == '"' || *end == '\\')
+                S_FAIL(w, "attribute %s: '\"' or '\\' inside a value", *name);
+            end++;
+        }
+        if (end == v)
+            S_FAIL(w, "attribute %s has no value", *name);
+    }
+    if (*end)
+        *end++ = '\0';
+    *value = v;
+    *p = end;
+    return 1;
+}
+
+/* Parse "KEY [attributes]" of a curve (revoked false) or revoked line. */
+static int s_key_line(keyfile_t *out, char *val, bool revoked, const s_where_t *w)
+{
+    const char *what = revoked ? "revoked" : "curve";
+    char *p = val;
+    while (*p && *p != ' ' && *p != '\t')
+        p++;
+    if (*p)
+        *p++ = '\0';
+    if (!s_z85_valid(val))
+        S_FAIL(w, "%s is not a 40-character Z85 key", what);
+    for (int i = 0; i < out->n_keys; i++)
+        if (strcmp(out->keys[i].z85, val) == 0)
+            S_FAIL(w, "the key appears twice (first on line %d)", out->keys[i].line);
+    if (out->n_keys == KEYFILE_MAX_KEYS)
+        S_FAIL(w, "more than %d keys", KEYFILE_MAX_KEYS);
+    keyfile_key_t k = {.not_after = KEYFILE_FOREVER, .revoked_at = revoked ? 0 : KEYFILE_FOREVER, .line = w->line};
+    snprintf(k.z85, sizeof k.z85, "%s", val);
+    bool seen_na = false, seen_at = false, seen_reason = false;
+    char *name, *value;
+    int rc;
+    while ((rc = s_next_attr(&p, &name, &value, w)) == 1) {
+        bool *seen = NULL;
+        if (strcmp(name, "not-after") == 0) {
+            seen = &seen_na;
+            if (keyfile_time_parse(value, &k.not_after) != 0)
+                S_FAIL(w, "not-after=%.32s is not a UTC time YYYY-MM-DDTHH:MM:SSZ", value);
+        } else if (revoked && strcmp(name, "at") == 0) {
+            seen = &seen_at;
+            if (keyfile_time_parse(value, &k.revoked_at) != 0)
+                S_FAIL(w, "at=%.32s is not a UTC time YYYY-MM-DDTHH:MM:SSZ", value);
+        } else if (revoked && strcmp(name, "reason") == 0) {
+            seen = &seen_reason;
+            if (strlen(value) > KEYFILE_REASON_MAX)
+                S_FAIL(w, "reason is longer than %d characters", KEYFILE_REASON_MAX);
+            snprintf(k.reason, sizeof k.reason, "%s", value);
+        } else {
+            S_FAIL(w, "unknown attribute '%.32s' of %s (%s)", name, what,
+                   revoked ? "a revoked key takes at=, reason= and not-after=" : "a curve key takes not-after=");
+        }
+        if (*seen)
+            S_FAIL(w, "attribute %s given twice", name);
+        *seen = true;
+    }
+    if (rc != 0)
+        return rc;
+    out->keys[out->n_keys++] = k;
+    if (!revoked)
+        snprintf(out->curve[out->n_curve++], KEYFILE_Z85_LEN + 1, "%s", k.z85);
+    return KEYFILE_OK;
+}
+
+static int s_line(keyfile_t *out, char *key, char *val, s_mode_t mode, const s_where_t *w)
+{
+    if (strcmp(key, "agency") == 0) {
+        if (!codec_agency_valid(val))
+            S_FAIL(w, "invalid agency id");
+        snprintf(out->agency, sizeof out->agency, "%s", val);
+    } else if (strcmp(key, "name") == 0) {
+        snprintf(out->name, sizeof out->name, "%s", val);
+    } else if (strcmp(key, "curve") == 0 || strcmp(key, "revoked") == 0) {
+        return s_key_line(out, val, key[0] == 'r', w);
+    } else if (strcmp(key, "curve-secret") == 0) {
+        if (!s_z85_valid(val))
+            S_FAIL(w, "curve-secret is not a 40-character Z85 key");
+        snprintf(out->curve_secret, sizeof out->curve_secret, "%s", val);
+    } else if (mode == S_ENTRY) {
+        S_FAIL(w, "unknown name '%.32s' (a registry entry holds agency, name, curve and revoked)", key);
+    }
+    return KEYFILE_OK;
+}
+
+static int s_read(const char *path, keyfile_t *out, s_mode_t mode, char *err, size_t err_len)
 {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "r");
@@ -40,12 +237,12 @@ int keyfile_read(const char *path, keyfile_t *out, char *err, size_t err_len)
         return KEYFILE_IO;
     }
     char line[512];
-    int lineno = 0;
+    s_where_t w = {.path = path, .line = 0, .err = err, .err_len = err_len};
     int rc = KEYFILE_OK;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
+    while (rc == KEYFILE_OK && fgets(line, sizeof line, f)) {
+        w.line++;
         if (!strchr(line, '\n') && !feof(f)) {
-            snprintf(err, err_len, "%s:%d: line longer than %zu bytes", path, lineno, sizeof line - 2);
+            snprintf(err, err_len, "%s:%d: line longer than %zu bytes", path, w.line, sizeof line - 2);
             rc = KEYFILE_SYNTAX;
             break;
         }
@@ -55,7 +252,7 @@ int keyfile_read(const char *path, keyfile_t *out, char *err, size_t err_len)
             continue;
         char *eq = strchr(p, '=');
         if (!eq) {
-            snprintf(err, err_len, "%s:%d: expected 'name = value'", path, lineno);
+            snprintf(err, err_len, "%s:%d: expected 'name = value'", path, w.line);
             rc = KEYFILE_SYNTAX;
             break;
         }
@@ -63,40 +260,18 @@ int keyfile_read(const char *path, keyfile_t *out, char *err, size_t err_len)
         char *key = p, *val = eq + 1;
         s_trim(&key);
         s_trim(&val);
-        if (strcmp(key, "agency") == 0) {
-            if (!codec_agency_valid(val)) {
-                snprintf(err, err_len, "%s:%d: invalid agency id", path, lineno);
-                rc = KEYFILE_SYNTAX;
-                break;
-            }
-            snprintf(out->agency, sizeof out->agency, "%s", val);
-        } else if (strcmp(key, "name") == 0) {
-            snprintf(out->name, sizeof out->name, "%s", val);
-        } else if (strcmp(key, "curve") == 0 || strcmp(key, "curve-secret") == 0) {
-            if (!s_z85_valid(val)) {
-                snprintf(err, err_len, "%s:%d: %s is not a 40-character Z85 key", path, lineno, key);
-                rc = KEYFILE_SYNTAX;
-                break;
-            }
-            if (key[5] == '-') {
-                snprintf(out->curve_secret, sizeof out->curve_secret, "%s", val);
-            } else if (out->n_curve < KEYFILE_MAX_CURVE) {
-                snprintf(out->curve[out->n_curve++], KEYFILE_Z85_LEN + 1, "%s", val);
-            } else {
-                snprintf(err, err_len, "%s:%d: more than %d curve keys", path, lineno, KEYFILE_MAX_CURVE);
-                rc = KEYFILE_SYNTAX;
-                break;
-            }
-        }
+        rc = s_line(out, key, val, mode, &w);
     }
     if (rc == KEYFILE_OK && ferror(f)) {
         snprintf(err, err_len, "%s: read error", path);
         rc = KEYFILE_IO;
     }
     fclose(f);
-    if (rc != KEYFILE_OK)
+    if (rc != KEYFILE_OK) {
+        memset(out->curve_secret, 0, sizeof out->curve_secret);
         return rc;
-    if (out->n_curve == 0) {
+    }
+    if (mode == S_ANY_FILE ? out->n_curve == 0 : out->n_keys == 0) {
         snprintf(err, err_len, "%s: no 'curve' public key", path);
         return KEYFILE_MISSING;
     }
@@ -109,11 +284,38 @@ int keyfile_read(const char *path, keyfile_t *out, char *err, size_t err_len)
             return KEYFILE_MODE;
         }
         char derived[KEYFILE_Z85_LEN + 1];
-        if (zmq_curve_public(derived, out->curve_secret) != 0 || strcmp(derived, out->curve[0]) != 0) {
+        if (out->n_curve == 0 || zmq_curve_public(derived, out->curve_secret) != 0 ||
+            strcmp(derived, out->curve[0]) != 0) {
             snprintf(err, err_len, "%s: curve-secret does not match curve", path);
             memset(out->curve_secret, 0, sizeof out->curve_secret);
             return KEYFILE_MISMATCH;
         }
+    }
+    return KEYFILE_OK;
+}
+
+int keyfile_read(const char *path, keyfile_t *out, char *err, size_t err_len)
+{
+    return s_read(path, out, S_ANY_FILE, err, err_len);
+}
+
+int keyfile_read_entry(const char *path, keyfile_t *out, char *err, size_t err_len)
+{
+    int rc = s_read(path, out, S_ENTRY, err, err_len);
+    memset(out->curve_secret, 0, sizeof out->curve_secret);
+    if (rc != KEYFILE_OK)
+        return rc;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (!out->agency[0]) {
+        snprintf(err, err_len, "%s: no 'agency' line (hub.pub does not belong in the registry)", path);
+        return KEYFILE_MISSING;
+    }
+    if (n <= 4 || strcmp(base + n - 4, ".pub") != 0 || strlen(out->agency) != n - 4 ||
+        strncmp(out->agency, base, n - 4) != 0) {
+        snprintf(err, err_len, "%s: agency %s must match the file name (%s.pub)", path, out->agency, out->agency);
+        return KEYFILE_SYNTAX;
     }
     return KEYFILE_OK;
 }
@@ -135,6 +337,115 @@ static int s_write(const char *path, int flags, mode_t mode, const char *text, c
         snprintf(err, err_len, "%s: %s", path, strerror(saved));
         return KEYFILE_IO;
     }
+    return KEYFILE_OK;
+}
+
+/* Append one key line to buf (of len, used *used). */
+static void s_key_text(const keyfile_key_t *k, char *buf, size_t len, size_t *used)
+{
+    char t[KEYFILE_TIME_LEN];
+    int n;
+    bool revoked = k->revoked_at != KEYFILE_FOREVER;
+    n = snprintf(buf + *used, len - *used, "%s = %s", revoked ? "revoked" : "curve", k->z85);
+    if (n > 0 && (size_t)n < len - *used)
+        *used += (size_t)n;
+    if (revoked) {
+        keyfile_time_format(k->revoked_at, t, sizeof t);
+        n = snprintf(buf + *used, len - *used, " at=%s", t);
+        if (n > 0 && (size_t)n < len - *used)
+            *used += (size_t)n;
+        if (k->reason[0]) {
+            n = snprintf(buf + *used, len - *used, " reason=\"%s\"", k->reason);
+            if (n > 0 && (size_t)n < len - *used)
+                *used += (size_t)n;
+        }
+    }
+    if (k->not_after != KEYFILE_FOREVER) {
+        keyfile_time_format(k->not_after, t, sizeof t);
+        n = snprintf(buf + *used, len - *used, " not-after=%s", t);
+        if (n > 0 && (size_t)n < len - *used)
+            *used += (size_t)n;
+    }
+    if (*used + 1 < len)
+        buf[(*used)++] = '\n';
+    buf[*used] = '\0';
+}
+
+static bool s_text_safe(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return false;
+    return true;
+}
+
+int keyfile_write_entry(const char *path, const keyfile_t *kf, bool exclusive, char *err, size_t err_len)
+{
+    if (!codec_agency_valid(kf->agency) || !s_text_safe(kf->name) || kf->n_keys < 1 ||
+        kf->n_keys > KEYFILE_MAX_KEYS) {
+        snprintf(err, err_len, "%s: refusing to write an invalid entry", path);
+        return KEYFILE_SYNTAX;
+    }
+    char text[KEYFILE_MAX_KEYS * 320 + 512];
+    size_t used = 0;
+    int n = snprintf(text, sizeof text,
+                     "# civibus registry entry of agency %s (format: certs/README.md).\n"
+                     "# Written by `civibus registry`; send the hub SIGHUP after a change.\n"
+                     "agency = %s\n",
+                     kf->agency, kf->agency);
+    used = n > 0 ? (size_t)n : 0;
+    if (kf->name[0]) {
+        n = snprintf(text + used, sizeof text - used, "name = %s\n", kf->name);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    for (int i = 0; i < kf->n_keys; i++) {
+        const keyfile_key_t *k = &kf->keys[i];
+        if (!s_z85_valid(k->z85) || !s_text_safe(k->reason) || strchr(k->reason, '"') || strchr(k->reason, '\\')) {
+            snprintf(err, err_len, "%s: refusing to write an invalid key line", path);
+            return KEYFILE_SYNTAX;
+        }
+        s_key_text(k, text, sizeof text, &used);
+    }
+
+    char dir[4096], tmp[4200];
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (slash)
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    else
+        snprintf(dir, sizeof dir, ".");
+    if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    snprintf(tmp, sizeof tmp, "%s/.%s.%ld.tmp", dir, base, (long)getpid());
+    unlink(tmp); /* a leftover of a crashed run of the same pid */
+    int rc = s_write(tmp, O_EXCL, 0644, text, err, err_len);
+    if (rc != KEYFILE_OK) {
+        unlink(tmp);
+        return rc;
+    }
+    if (exclusive) {
+        if (link(tmp, path) != 0) {
+            int e = errno;
+            unlink(tmp);
+            snprintf(err, err_len, "%s: %s", path, e == EEXIST ? "exists already" : strerror(e));
+            return e == EEXIST ? KEYFILE_EXISTS : KEYFILE_IO;
+        }
+        unlink(tmp);
+    } else if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        snprintf(err, err_len, "%s: %s", path, strerror(e));
+        return KEYFILE_IO;
+    }
+    /* The new name is durable only once the folder is. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        snprintf(err, err_len, "%s: cannot sync the folder: %s", dir, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+        return KEYFILE_IO;
+    }
+    close(dfd);
     return KEYFILE_OK;
 }
 
@@ -183,6 +494,7 @@ const char *keyfile_strerror(int code)
     case KEYFILE_MISSING: return "key file lacks a required key";
     case KEYFILE_MISMATCH: return "secret key does not match public key";
     case KEYFILE_MODE: return "secret key file is accessible to others";
+    case KEYFILE_EXISTS: return "the file exists already";
     default: return "unknown key file error";
     }
 }

@@ -1,25 +1,43 @@
 /* keyfile - civibus key files and agency registry entries.
  *
  * One text format for all of them: "name = value" lines, '#' comments, blank
- * lines ignored. Keys used here:
+ * lines ignored. Names used here:
  *   agency       the agency id the keys belong to (absent for the hub)
  *   name         a display name (registry entries)
- *   curve        a CURVE public key in Z85 (40 chars); may repeat in a registry
- *                entry, so that two keys are valid during a rotation
+ *   curve        a CURVE public key in Z85 (40 chars), optionally followed by
+ *                attributes: "curve = KEY not-after=2027-11-23T00:00:00Z";
+ *                may repeat, so that two keys are valid during a rotation
+ *   revoked      a CURVE public key that no longer admits anyone, with its
+ *                attributes: "revoked = KEY at=TIME reason="text""
  *   curve-secret the matching CURVE secret key in Z85 (secret key files only)
- * Unknown keys are kept out of the parsed result but are not an error, so that
- * later versions can add fields. Secret key files are written mode 0600 and
- * their secret is checked against the public key when read.
+ * Attributes are NAME=VALUE words separated by blanks; a value holding blanks
+ * is written in double quotes (no '"' or '\' inside). An unknown attribute is
+ * always an error. Times are UTC, exactly YYYY-MM-DDTHH:MM:SSZ.
+ *
+ * keyfile_read reads any key file and ignores unknown names, so that later
+ * versions can add fields to key files. keyfile_read_entry reads a registry
+ * entry and refuses unknown names too: an entry decides who gets in, and a
+ * typo ("revokd = ...") must not leave a key valid unnoticed.
+ *
+ * A key appears on one line only: it is either current (curve) or revoked.
+ * Validity at time t (keyfile_key_status): revoked when revoked_at <= t,
+ * else expired when not_after <= t, else valid. Secret key files are written
+ * mode 0600 and their secret is checked against the public key when read.
  */
 #ifndef CIVIBUS_KEYFILE_H
 #define CIVIBUS_KEYFILE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define KEYFILE_Z85_LEN 40
-#define KEYFILE_MAX_CURVE 4
+#define KEYFILE_MAX_KEYS 16   /* curve and revoked lines of one file together */
+#define KEYFILE_MAX_CURVE KEYFILE_MAX_KEYS
 #define KEYFILE_NAME_MAX 128
+#define KEYFILE_REASON_MAX 128
+#define KEYFILE_TIME_LEN 21   /* "2027-11-23T00:00:00Z" and its NUL */
+#define KEYFILE_FOREVER INT64_MAX /* no not-after, not revoked */
 
 enum keyfile_err {
     KEYFILE_OK = 0,
@@ -27,21 +45,62 @@ enum keyfile_err {
     KEYFILE_SYNTAX = -2,  /* a line is not "name = value", a value is invalid */
     KEYFILE_MISSING = -3, /* a required key is absent */
     KEYFILE_MISMATCH = -4, /* curve-secret does not belong to curve */
-    KEYFILE_MODE = -5      /* a secret key file is readable by group or others */
+    KEYFILE_MODE = -5,     /* a secret key file is readable by group or others */
+    KEYFILE_EXISTS = -6    /* keyfile_write_entry: the entry exists already */
 };
+
+typedef enum { KEYFILE_VALID = 0, KEYFILE_EXPIRED = 1, KEYFILE_REVOKED = 2 } keyfile_status_t;
+
+/* One public key of a file with its attributes. */
+typedef struct {
+    char z85[KEYFILE_Z85_LEN + 1];
+    int64_t not_after;  /* Unix seconds; KEYFILE_FOREVER when unlimited */
+    int64_t revoked_at; /* Unix seconds; KEYFILE_FOREVER for a curve line */
+    char reason[KEYFILE_REASON_MAX + 1]; /* revocation reason, "" when none */
+    int line;           /* where it was read, 0 when made in memory */
+} keyfile_key_t;
 
 typedef struct {
     char agency[65];                                  /* "" when absent */
     char name[KEYFILE_NAME_MAX + 1];                  /* "" when absent */
-    char curve[KEYFILE_MAX_CURVE][KEYFILE_Z85_LEN + 1]; /* public keys */
+    /* The curve lines' keys in file order (keys that are revoked are not
+     * here); curve[0] is the key of curve-secret in a secret key file. */
+    char curve[KEYFILE_MAX_CURVE][KEYFILE_Z85_LEN + 1];
     int n_curve;
     char curve_secret[KEYFILE_Z85_LEN + 1];           /* "" when absent */
+    /* Every key, curve and revoked lines alike, in file order. */
+    keyfile_key_t keys[KEYFILE_MAX_KEYS];
+    int n_keys;
 } keyfile_t;
 
 /* Parse path into *out. Requires at least one curve key; when curve-secret is
- * present it must match the first curve key. On error writes a one-line
- * explanation (path and line number, never a key) into err. */
+ * present it must match the first curve key. Unknown names are ignored. On
+ * error writes a one-line explanation (path and line number, never a key)
+ * into err. */
 int keyfile_read(const char *path, keyfile_t *out, char *err, size_t err_len);
+
+/* Parse the registry entry at path (".../AGENCY.pub") into *out: as
+ * keyfile_read, but unknown names are an error, the agency line is required
+ * and must equal the file name without ".pub", and at least one key (curve
+ * or revoked) is required instead of one curve key. curve-secret is checked
+ * as in keyfile_read and then cleared. */
+int keyfile_read_entry(const char *path, keyfile_t *out, char *err, size_t err_len);
+
+/* Write the registry entry kf to path atomically: a temporary file in the
+ * same folder (".NAME.PID.tmp", which the hub ignores), fsync, then rename
+ * over path (or, when exclusive, link to path, failing with KEYFILE_EXISTS
+ * when path exists), then fsync the folder. Comments of an earlier version
+ * are not kept. kf's curve_secret is never written. */
+int keyfile_write_entry(const char *path, const keyfile_t *kf, bool exclusive, char *err, size_t err_len);
+
+/* The status of key at time now (Unix seconds). */
+keyfile_status_t keyfile_key_status(const keyfile_key_t *key, int64_t now);
+const char *keyfile_status_name(keyfile_status_t status);
+
+/* Parse "YYYY-MM-DDTHH:MM:SSZ" into Unix seconds; -1 when it is not one. */
+int keyfile_time_parse(const char *s, int64_t *out);
+/* Format Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" into buf (KEYFILE_TIME_LEN). */
+void keyfile_time_format(int64_t t, char *buf, size_t len);
 
 /* Generate a fresh CURVE key pair and write DIR/BASE.key (mode 0600, public
  * and secret) and DIR/BASE.pub (public only, usable as a registry entry when

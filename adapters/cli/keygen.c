@@ -5,7 +5,10 @@
  * agency's public file is also placed in the hub's agency registry (a folder
  * of AGENCY.pub files): written under a temporary name, then linked into
  * place, so that the hub never reads half a file and an agency that is
- * already registered is never replaced. Only paths are printed, never keys.
+ * already registered is never replaced. For the hub, a second pair is made:
+ * its Ed25519 signing key for the log's checkpoints (hub-sign.key, PEM, mode
+ * 0600, and hub-sign.pub, which `civibus verify --hub-key` takes), written
+ * by proto/crypto.h. Only paths are printed, never keys.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +21,7 @@
 
 #include "cli.h"
 #include "codec.h"
+#include "crypto.h"
 #include "keyfile.h"
 #include "opts.h"
 
@@ -39,8 +43,10 @@ static void s_usage(void)
     printf("usage: civibus keygen --agency ID --dir DIR [--registry REGDIR]\n"
            "       civibus keygen --hub --dir DIR\n\n"
            "Generate a CURVE key pair: DIR/ID.key (secret, mode 0600) and DIR/ID.pub,\n"
-           "or DIR/hub.key and DIR/hub.pub for the hub. An existing secret key file is\n"
-           "never overwritten.\n\n"
+           "or DIR/hub.key and DIR/hub.pub for the hub. For the hub also an Ed25519\n"
+           "signing key for the log's checkpoints: DIR/hub-sign.key (PEM, mode 0600;\n"
+           "civibusd's signing_key) and DIR/hub-sign.pub (PEM; civibus verify --hub-key).\n"
+           "An existing secret key file is never overwritten.\n\n"
            "Options:\n"
            "  --agency ID       the agency id: dotted labels of a-z 0-9 -, e.g. tax-office\n"
            "  --hub             generate the hub's keys instead\n"
@@ -120,6 +126,30 @@ static int s_register(const char *dir, const char *regdir, const char *agency)
     return CLI_EXIT_OK;
 }
 
+/* The hub's Ed25519 signing key pair. */
+static int s_signing_keygen(const char *keypath, const char *pubpath)
+{
+    char err[512];
+    crypto_key_t *key = crypto_key_generate();
+    if (!key) {
+        cli_err("keygen: cannot generate an Ed25519 key pair");
+        return CLI_EXIT_INTERNAL;
+    }
+    int rc = crypto_key_write_secret(key, keypath, err, sizeof err);
+    if (rc == CRYPTO_OK)
+        rc = crypto_key_write_public(key, pubpath, err, sizeof err);
+    char id[CRYPTO_KEYID_HEX];
+    crypto_key_id_hex(key, id);
+    crypto_key_destroy(&key);
+    if (rc != CRYPTO_OK) {
+        cli_err("keygen: %s", err);
+        return CLI_EXIT_FILE;
+    }
+    printf("wrote %s (signing key, mode 0600: keep it private; key id %s)\n", keypath, id);
+    printf("wrote %s (signing public key, for civibus verify --hub-key)\n", pubpath);
+    return CLI_EXIT_OK;
+}
+
 int cmd_keygen(int argc, char **argv)
 {
     const char *agency = NULL, *dir = NULL, *regdir = NULL;
@@ -173,6 +203,19 @@ int cmd_keygen(int argc, char **argv)
         }
     }
 
+    char signkey[PATH_MAX], signpub[PATH_MAX];
+    if (hub) {
+        struct stat st;
+        if (s_path(signkey, sizeof signkey, dir, "hub-sign", ".key") != 0 ||
+            s_path(signpub, sizeof signpub, dir, "hub-sign", ".pub") != 0)
+            return CLI_EXIT_FILE;
+        /* Checked first, so that a refusal leaves no orphan CURVE keys. */
+        if (lstat(signkey, &st) == 0) {
+            cli_err("keygen: %s: exists; a secret key is never overwritten", signkey);
+            return CLI_EXIT_FILE;
+        }
+    }
+
     char err[512];
     if (keyfile_generate(dir, base, agency, err, sizeof err) != KEYFILE_OK) {
         cli_err("keygen: %s", err);
@@ -180,5 +223,7 @@ int cmd_keygen(int argc, char **argv)
     }
     printf("wrote %s (secret key, mode 0600: keep it private)\n", keypath);
     printf("wrote %s (public key)\n", pubpath);
+    if (hub)
+        return s_signing_keygen(signkey, signpub);
     return regdir ? s_register(dir, regdir, agency) : CLI_EXIT_OK;
 }

@@ -27,6 +27,8 @@ static const s_command_t s_commands[] = {
     {"replay", cmd_replay, "print the hub's log as JSON lines"},
     {"status", cmd_status, "show the hub's state and its subscriptions"},
     {"policy", cmd_policy, "check an access policy file, explain a decision"},
+    {"registry", cmd_registry, "add, list, rotate and revoke agency keys in a registry folder"},
+    {"verify", cmd_verify, "check the log's hash chain and signed checkpoints offline"},
 };
 #define S_N_COMMANDS (sizeof s_commands / sizeof s_commands[0])
 

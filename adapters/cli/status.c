@@ -2,6 +2,8 @@
  *
  * A ping proves the hub reachable, then a status request lists the log's
  * range and every durable subscription with its lag (last_seq - cursor).
+ * Warnings of the hub for the calling agency (its keys expiring soon) are
+ * printed after the table on stdout and, with --json, as "warnings".
  * Printed as an aligned table, or as one JSON object with --json; with --json
  * an unreachable hub still gives an object ({"reachable":false,...}) on stdout
  * besides the exit code 3, for monitoring scripts.
@@ -78,10 +80,13 @@ static int s_json(const char *endpoint, const civ_status_t *st)
                             (json_int_t)s_lag(st, s), "connected", s->connected, "credit", (json_int_t)s->credit,
                             "in_flight", (json_int_t)s->in_flight));
     }
-    json_t *obj = json_pack("{s:s, s:b, s:s, s:s, s:s, s:I, s:I, s:o}", "endpoint", endpoint, "reachable", 1,
+    json_t *warnings = json_array();
+    for (size_t i = 0; warnings && i < st->n_warnings; i++)
+        json_array_append_new(warnings, json_string(st->warnings[i]));
+    json_t *obj = json_pack("{s:s, s:b, s:s, s:s, s:s, s:I, s:I, s:o, s:o}", "endpoint", endpoint, "reachable", 1,
                             "version", st->version, "hub_instance", st->hub_instance, "started_at", started,
                             "first_seq", (json_int_t)st->first_seq, "last_seq", (json_int_t)st->last_seq,
-                            "subscriptions", subs);
+                            "subscriptions", subs, "warnings", warnings);
     return s_print_json(obj);
 }
 
@@ -102,6 +107,8 @@ static int s_table(const char *endpoint, const civ_status_t *st)
            "log            first seq %" PRIu64 ", last seq %" PRIu64 "\n"
            "subscriptions  %zu\n",
            endpoint, st->version, st->hub_instance, started, st->first_seq, st->last_seq, st->n_subscriptions);
+    for (size_t i = 0; i < st->n_warnings; i++)
+        printf("warning        %s\n", st->warnings[i]);
     if (st->n_subscriptions == 0)
         return CLI_EXIT_OK;
     int wa = 6, wn = 4, wf = 7; /* widths of the header words */

@@ -230,6 +230,8 @@ typedef struct {
     uint64_t in_flight;
 } civ_sub_status_t;
 
+#define CIV_WARNING_MAX 256
+
 typedef struct {
     char version[32];
     char hub_instance[64];
@@ -238,6 +240,10 @@ typedef struct {
     int64_t started_at;       /* µs since the Unix epoch */
     size_t n_subscriptions;
     civ_sub_status_t *subscriptions;
+    /* Warnings of the hub for this agency, e.g. its keys that expire soon
+     * (one sentence each, cut at CIV_WARNING_MAX - 1 bytes). */
+    size_t n_warnings;
+    char (*warnings)[CIV_WARNING_MAX];
 } civ_status_t;
 
 int civ_status(civ_client_t *self, civ_status_t **out);

@@ -131,7 +131,9 @@ static void s_join_filters(char *out, size_t out_len, char *const *filters, size
 
 static int s_fill(const Civibus__V1__StatusReply *r, civ_status_t **out)
 {
-    civ_status_t *s = calloc(1, sizeof *s + r->n_subscriptions * sizeof *s->subscriptions);
+    size_t n_warn = r->n_warnings < 64 ? r->n_warnings : 64; /* a hub's chatter is bounded */
+    civ_status_t *s = calloc(1, sizeof *s + r->n_subscriptions * sizeof *s->subscriptions +
+                                    n_warn * sizeof *s->warnings);
     if (!s)
         return CIV_E_NOMEM;
     snprintf(s->version, sizeof s->version, "%s", r->version);
@@ -152,6 +154,11 @@ static int s_fill(const Civibus__V1__StatusReply *r, civ_status_t **out)
         o->credit = in->credit;
         o->in_flight = in->in_flight;
     }
+    s->n_warnings = n_warn;
+    s->warnings = n_warn ? (char(*)[CIV_WARNING_MAX])((char *)(s + 1) + r->n_subscriptions * sizeof *s->subscriptions)
+                         : NULL;
+    for (size_t i = 0; i < n_warn; i++)
+        snprintf(s->warnings[i], CIV_WARNING_MAX, "%s", r->warnings[i]);
     *out = s;
     return CIV_OK;
 }

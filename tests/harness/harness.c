@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crypto.h"
 #include "keyfile.h"
 
 #define MAX_ARGS 64
@@ -29,6 +30,8 @@ struct harness {
     char keys[300];
     char hub_pub[320];
     char hub_key[320];
+    char sign_key[320];
+    char sign_pub[320];
     char log[300];
     char endpoint[128];
     char key_paths[MAX_KEYS][400];
@@ -59,11 +62,24 @@ harness_t *harness_new(void)
     snprintf(self->keys, sizeof self->keys, "%s/keys", self->dir);
     snprintf(self->hub_pub, sizeof self->hub_pub, "%s/hub.pub", self->keys);
     snprintf(self->hub_key, sizeof self->hub_key, "%s/hub.key", self->keys);
+    snprintf(self->sign_key, sizeof self->sign_key, "%s/hub-sign.key", self->keys);
+    snprintf(self->sign_pub, sizeof self->sign_pub, "%s/hub-sign.pub", self->keys);
     snprintf(self->log, sizeof self->log, "%s/hub.log", self->dir);
     snprintf(self->endpoint, sizeof self->endpoint, "tcp://127.0.0.1:*");
     char err[512];
     if (mkdir(self->registry, 0700) != 0 || keyfile_generate(self->keys, "hub", NULL, err, sizeof err) != 0) {
         fprintf(stderr, "harness: set-up failed: %s\n", err);
+        harness_destroy(&self);
+        return NULL;
+    }
+    /* The hub signs checkpoints of its log in every test, as in production. */
+    crypto_key_t *sign = crypto_key_generate();
+    int rc = sign ? crypto_key_write_secret(sign, self->sign_key, err, sizeof err) : CRYPTO_INTERNAL;
+    if (rc == CRYPTO_OK)
+        rc = crypto_key_write_public(sign, self->sign_pub, err, sizeof err);
+    crypto_key_destroy(&sign);
+    if (rc != CRYPTO_OK) {
+        fprintf(stderr, "harness: signing key: %s\n", crypto_strerror(rc));
         harness_destroy(&self);
         return NULL;
     }
@@ -140,6 +156,8 @@ int harness_start(harness_t *self, const char *const *extra_args)
     argv[n++] = self->registry;
     argv[n++] = "--key";
     argv[n++] = self->hub_key;
+    argv[n++] = "--signing-key";
+    argv[n++] = self->sign_key;
     for (int i = 0; extra_args && extra_args[i] && n < MAX_ARGS - 1; i++)
         argv[n++] = extra_args[i];
     argv[n] = NULL;
@@ -260,6 +278,11 @@ const char *harness_data_dir(const harness_t *self)
 const char *harness_endpoint(const harness_t *self)
 {
     return self->endpoint;
+}
+
+const char *harness_hub_sign_pub(const harness_t *self)
+{
+    return self->sign_pub;
 }
 
 const char *harness_hub_pub(const harness_t *self)

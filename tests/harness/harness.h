@@ -44,6 +44,9 @@ const char *harness_dir(const harness_t *self);
 const char *harness_data_dir(const harness_t *self);
 const char *harness_endpoint(const harness_t *self);
 const char *harness_hub_pub(const harness_t *self);
+/* The hub's signing public key (PEM), for civibus verify --hub-key; the hub
+ * always runs with the matching signing_key. */
+const char *harness_hub_sign_pub(const harness_t *self);
 /* Path of agency's secret key file (valid while the harness lives). */
 const char *harness_key(harness_t *self, const char *agency);
 

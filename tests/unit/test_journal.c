@@ -1022,7 +1022,7 @@ static void test_corrupt_entry_and_version(void **state)
 
     /* entry 2 claims a type longer than itself */
     uint64_t seq = 2;
-    uint8_t bad[20] = {1, 0, 0xe8, 0x03};
+    uint8_t bad[52] = {2, 0, 0xe8, 0x03};
     MDB_val key = {sizeof seq, &seq}, val = {sizeof bad, bad};
     s_raw_put(f->dir, "log", MDB_INTEGERKEY, &key, &val);
     j = journal_new(&f->opts);
@@ -1042,7 +1042,7 @@ static void test_corrupt_entry_and_version(void **state)
 
     /* entry 3 claims source and event_id longer than itself */
     seq = 3;
-    uint8_t bad_ids[24] = {1, 0, 1, 0, 200, 200};
+    uint8_t bad_ids[56] = {2, 0, 1, 0, 200, 200};
     key = (MDB_val){sizeof seq, &seq};
     val = (MDB_val){sizeof bad_ids, bad_ids};
     s_raw_put(f->dir, "log", MDB_INTEGERKEY, &key, &val);
@@ -1058,7 +1058,7 @@ static void test_corrupt_entry_and_version(void **state)
     journal_destroy(&j);
 
     /* an unknown format version is refused */
-    uint8_t v2[4] = {2, 0, 0, 0};
+    uint8_t v2[4] = {3, 0, 0, 0};
     key = (MDB_val){7, "version"};
     val = (MDB_val){sizeof v2, v2};
     s_raw_put(f->dir, "meta", 0, &key, &val);

@@ -1,0 +1,444 @@
+/* logfile - the log's byte format, its chain hash, checkpoints, and the
+ * offline verifier.
+ *
+ * The format functions work on plain bytes, so hub/journal.c can apply them
+ * to values inside its own LMDB transactions. The reader below opens the
+ * same LMDB environment read-only, and keeps LMDB's types inside this file,
+ * as journal.c does for the writer: the two share the format, never handles.
+ * A verification runs in one read transaction, so it sees one consistent
+ * snapshot even while the hub appends; LMDB keeps the pages of that snapshot
+ * alive until it ends (the file may grow meanwhile, never break).
+ */
+#include "logfile.h"
+
+#include <lmdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char s_domain[] = "civibus-checkpoint-v1"; /* signed with its NUL */
+
+struct logfile {
+    MDB_env *env;
+    MDB_dbi log_db;
+    MDB_dbi checkpoints_db;
+    bool has_checkpoints; /* a hub without a signing key never made the DB */
+    crypto_sha256_t *hasher;
+};
+
+static void s_put_u64le(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t s_get_u64le(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* --- entries ------------------------------------------------------------- */
+
+size_t logfile_entry_size(size_t type_len, size_t source_len, size_t event_id_len, size_t event_len)
+{
+    return LOGFILE_ENTRY_HDR + type_len + source_len + event_id_len + event_len;
+}
+
+void logfile_entry_encode(uint8_t *v, int64_t received_at, const char *type, size_t type_len,
+                          const char *source, size_t source_len, const char *event_id,
+                          size_t event_id_len, const uint8_t *event, size_t event_len)
+{
+    v[0] = LOGFILE_ENTRY_VERSION;
+    v[1] = 0;
+    v[2] = (uint8_t)type_len;
+    v[3] = (uint8_t)(type_len >> 8);
+    v[4] = (uint8_t)source_len;
+    v[5] = (uint8_t)event_id_len;
+    v[6] = 0;
+    v[7] = 0;
+    s_put_u64le(v + 8, (uint64_t)received_at);
+    memset(v + LOGFILE_CHAIN_OFF, 0, LOGFILE_CHAIN_LEN);
+    uint8_t *w = v + LOGFILE_ENTRY_HDR;
+    memcpy(w, type, type_len);
+    w += type_len;
+    memcpy(w, source, source_len);
+    w += source_len;
+    memcpy(w, event_id, event_id_len);
+    w += event_id_len;
+    if (event_len)
+        memcpy(w, event, event_len);
+}
+
+const char *logfile_entry_split(uint64_t seq, const uint8_t *v, size_t len, logfile_entry_t *out)
+{
+    if (len < LOGFILE_ENTRY_HDR || v[0] != LOGFILE_ENTRY_VERSION)
+        return "entry_header";
+    size_t type_len = (size_t)v[2] | (size_t)v[3] << 8;
+    size_t source_len = v[4], event_id_len = v[5];
+    size_t strings = type_len + source_len + event_id_len;
+    if (source_len == 0 || event_id_len == 0 || strings > len - LOGFILE_ENTRY_HDR)
+        return "entry_lengths";
+    const char *s = (const char *)v + LOGFILE_ENTRY_HDR;
+    out->seq = seq;
+    out->received_at = (int64_t)s_get_u64le(v + 8);
+    memcpy(out->chain, v + LOGFILE_CHAIN_OFF, LOGFILE_CHAIN_LEN);
+    out->type = s;
+    out->type_len = type_len;
+    out->source = s + type_len;
+    out->source_len = source_len;
+    out->event_id = s + type_len + source_len;
+    out->event_id_len = event_id_len;
+    out->event = v + LOGFILE_ENTRY_HDR + strings;
+    out->event_len = len - LOGFILE_ENTRY_HDR - strings;
+    return NULL;
+}
+
+int logfile_chain(crypto_sha256_t *h, const uint8_t prev[LOGFILE_CHAIN_LEN], uint64_t seq,
+                  const uint8_t *v, size_t len, uint8_t out[LOGFILE_CHAIN_LEN])
+{
+    if (len < LOGFILE_ENTRY_HDR)
+        return CRYPTO_INTERNAL;
+    uint8_t seq_le[8];
+    s_put_u64le(seq_le, seq);
+    int rc = crypto_sha256_begin(h);
+    rc = rc ? rc : crypto_sha256_update(h, prev, LOGFILE_CHAIN_LEN);
+    rc = rc ? rc : crypto_sha256_update(h, seq_le, sizeof seq_le);
+    rc = rc ? rc : crypto_sha256_update(h, v, LOGFILE_CHAIN_OFF);
+    rc = rc ? rc : crypto_sha256_update(h, v + LOGFILE_ENTRY_HDR, len - LOGFILE_ENTRY_HDR);
+    return rc ? rc : crypto_sha256_end(h, out);
+}
+
+/* --- checkpoints --------------------------------------------------------- */
+
+void logfile_checkpoint_signed(const logfile_checkpoint_t *cp, uint8_t out[LOGFILE_SIGNED_LEN])
+{
+    uint8_t *p = out;
+    memcpy(p, s_domain, sizeof s_domain);
+    p += sizeof s_domain;
+    s_put_u64le(p, cp->seq);
+    s_put_u64le(p + 8, (uint64_t)cp->time);
+    p += 16;
+    memcpy(p, cp->chain, LOGFILE_CHAIN_LEN);
+    p += LOGFILE_CHAIN_LEN;
+    memcpy(p, cp->key_id, CRYPTO_KEYID_LEN);
+    _Static_assert(sizeof s_domain + 16 + LOGFILE_CHAIN_LEN + CRYPTO_KEYID_LEN == LOGFILE_SIGNED_LEN,
+                   "signed checkpoint bytes");
+}
+
+void logfile_checkpoint_encode(const logfile_checkpoint_t *cp, uint8_t out[LOGFILE_CHECKPOINT_LEN])
+{
+    memset(out, 0, 8);
+    out[0] = LOGFILE_CHECKPOINT_VERSION;
+    s_put_u64le(out + 8, cp->seq);
+    s_put_u64le(out + 16, (uint64_t)cp->time);
+    memcpy(out + 24, cp->chain, LOGFILE_CHAIN_LEN);
+    memcpy(out + 56, cp->key_id, CRYPTO_KEYID_LEN);
+    memcpy(out + 64, cp->sig, CRYPTO_SIG_LEN);
+}
+
+int logfile_checkpoint_decode(const uint8_t *v, size_t len, logfile_checkpoint_t *out)
+{
+    if (len != LOGFILE_CHECKPOINT_LEN || v[0] != LOGFILE_CHECKPOINT_VERSION)
+        return LOGFILE_FORMAT;
+    out->seq = s_get_u64le(v + 8);
+    out->time = (int64_t)s_get_u64le(v + 16);
+    memcpy(out->chain, v + 24, LOGFILE_CHAIN_LEN);
+    memcpy(out->key_id, v + 56, CRYPTO_KEYID_LEN);
+    memcpy(out->sig, v + 64, CRYPTO_SIG_LEN);
+    return LOGFILE_OK;
+}
+
+int logfile_checkpoint_sign(logfile_checkpoint_t *cp, const crypto_key_t *key)
+{
+    uint8_t msg[LOGFILE_SIGNED_LEN];
+    crypto_key_id(key, cp->key_id);
+    logfile_checkpoint_signed(cp, msg);
+    return crypto_sign(key, msg, sizeof msg, cp->sig);
+}
+
+int logfile_checkpoint_verify(const logfile_checkpoint_t *cp, const crypto_key_t *key)
+{
+    uint8_t id[CRYPTO_KEYID_LEN], msg[LOGFILE_SIGNED_LEN];
+    crypto_key_id(key, id);
+    if (memcmp(id, cp->key_id, sizeof id) != 0)
+        return CRYPTO_BAD_SIGNATURE;
+    logfile_checkpoint_signed(cp, msg);
+    return crypto_verify(key, msg, sizeof msg, cp->sig);
+}
+
+/* --- reader -------------------------------------------------------------- */
+
+logfile_t *logfile_open(const char *dir, char *err, size_t err_len)
+{
+    logfile_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    self->hasher = crypto_sha256_new();
+    if (!self->hasher) {
+        snprintf(err, err_len, "SHA-256 is not available from OpenSSL");
+        goto free_self;
+    }
+    int rc = mdb_env_create(&self->env);
+    if (rc)
+        goto lmdb_error;
+    /* Map size 0: adopt the size the hub last committed with. */
+    if ((rc = mdb_env_set_maxdbs(self->env, 8)) || (rc = mdb_env_set_mapsize(self->env, 0)) ||
+        (rc = mdb_env_open(self->env, dir, MDB_RDONLY, 0600)))
+        goto lmdb_error;
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn)))
+        goto lmdb_error;
+    MDB_dbi meta;
+    if ((rc = mdb_dbi_open(txn, "log", MDB_INTEGERKEY, &self->log_db)) ||
+        (rc = mdb_dbi_open(txn, "meta", 0, &meta))) {
+        mdb_txn_abort(txn);
+        if (rc == MDB_NOTFOUND) {
+            snprintf(err, err_len, "%s: not a civibus log (no log or meta database)", dir);
+            goto close_env;
+        }
+        goto lmdb_error;
+    }
+    MDB_val key = {7, "version"}, val;
+    rc = mdb_get(txn, meta, &key, &val);
+    uint32_t version = 0;
+    if (rc == 0 && val.mv_size == 4) {
+        const uint8_t *p = val.mv_data;
+        version = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    }
+    if (version != LOGFILE_FORMAT_VERSION) {
+        mdb_txn_abort(txn);
+        snprintf(err, err_len, "%s: log format version %u, this tool reads %u", dir, version,
+                 LOGFILE_FORMAT_VERSION);
+        goto close_env;
+    }
+    rc = mdb_dbi_open(txn, "checkpoints", MDB_INTEGERKEY, &self->checkpoints_db);
+    self->has_checkpoints = rc == 0;
+    /* Committing a read-only transaction keeps the handles for later ones. */
+    if (rc && rc != MDB_NOTFOUND) {
+        mdb_txn_abort(txn);
+        goto lmdb_error;
+    }
+    if ((rc = mdb_txn_commit(txn)))
+        goto lmdb_error;
+    return self;
+
+lmdb_error:
+    snprintf(err, err_len, "%s: %s", dir, mdb_strerror(rc));
+close_env:
+    if (self->env)
+        mdb_env_close(self->env);
+free_self:
+    crypto_sha256_destroy(&self->hasher);
+    free(self);
+    return NULL;
+}
+
+void logfile_destroy(logfile_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    logfile_t *self = *self_p;
+    mdb_env_close(self->env);
+    crypto_sha256_destroy(&self->hasher);
+    free(self);
+    *self_p = NULL;
+}
+
+__attribute__((format(printf, 3, 4))) static int s_bad(logfile_report_t *out, uint64_t seq, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out->problem, sizeof out->problem, fmt, ap);
+    va_end(ap);
+    out->bad_seq = seq;
+    return LOGFILE_TAMPERED;
+}
+
+static int s_io(logfile_report_t *out, const char *what, int rc)
+{
+    snprintf(out->problem, sizeof out->problem, "%s: %s", what, mdb_strerror(rc));
+    return LOGFILE_IO;
+}
+
+/* Where the walk stands: the next checkpoint not yet matched to an entry. */
+typedef struct {
+    MDB_cursor *cur;
+    bool have;
+    logfile_checkpoint_t cp;
+} s_cp_walk_t;
+
+/* Move to the next checkpoint. 0, or a logfile_err (problem set). */
+static int s_cp_next(s_cp_walk_t *w, MDB_cursor_op op, uint64_t from, logfile_report_t *out)
+{
+    MDB_val key = {sizeof from, &from}, val;
+    w->have = false;
+    if (!w->cur)
+        return LOGFILE_OK;
+    int rc = mdb_cursor_get(w->cur, &key, &val, op);
+    if (rc == MDB_NOTFOUND)
+        return LOGFILE_OK;
+    if (rc)
+        return s_io(out, "checkpoints", rc);
+    uint64_t seq = 0;
+    if (key.mv_size == sizeof seq)
+        memcpy(&seq, key.mv_data, sizeof seq);
+    if (seq == 0 || logfile_checkpoint_decode(val.mv_data, val.mv_size, &w->cp) != LOGFILE_OK ||
+        w->cp.seq != seq)
+        return s_bad(out, seq, "checkpoint at seq %llu does not parse or names another seq",
+                     (unsigned long long)seq);
+    w->have = true;
+    return LOGFILE_OK;
+}
+
+/* Read entry seq's stored chain hash: the anchor of a walk that starts after
+ * the beginning. */
+static int s_anchor(logfile_t *self, MDB_txn *txn, uint64_t seq, uint8_t chain[LOGFILE_CHAIN_LEN],
+                    logfile_report_t *out)
+{
+    MDB_val key = {sizeof seq, &seq}, val;
+    int rc = mdb_get(txn, self->log_db, &key, &val);
+    if (rc == MDB_NOTFOUND)
+        return s_bad(out, seq, "entry %llu (the start point's predecessor) is missing",
+                     (unsigned long long)seq);
+    if (rc)
+        return s_io(out, "log", rc);
+    logfile_entry_t e;
+    if (logfile_entry_split(seq, val.mv_data, val.mv_size, &e))
+        return s_bad(out, seq, "entry does not parse");
+    memcpy(chain, e.chain, LOGFILE_CHAIN_LEN);
+    return LOGFILE_OK;
+}
+
+/* Check the checkpoint(s) sitting at entry seq, whose recomputed chain hash
+ * is chain. */
+static int s_cp_check(s_cp_walk_t *w, uint64_t seq, const uint8_t chain[LOGFILE_CHAIN_LEN],
+                      const crypto_key_t *hub_key, logfile_report_t *out)
+{
+    if (!w->have || w->cp.seq != seq)
+        return LOGFILE_OK;
+    if (memcmp(w->cp.chain, chain, LOGFILE_CHAIN_LEN) != 0)
+        return s_bad(out, seq, "checkpoint's chain hash differs from the recomputed chain");
+    if (logfile_checkpoint_verify(&w->cp, hub_key) != CRYPTO_OK) {
+        uint8_t id[CRYPTO_KEYID_LEN];
+        crypto_key_id(hub_key, id);
+        if (memcmp(id, w->cp.key_id, sizeof id) != 0) {
+            char hex[CRYPTO_KEYID_HEX];
+            crypto_hex(w->cp.key_id, CRYPTO_KEYID_LEN, hex);
+            return s_bad(out, seq, "checkpoint is signed by key id %s, not by the given hub key", hex);
+        }
+        return s_bad(out, seq, "checkpoint signature does not verify");
+    }
+    out->checkpoints++;
+    out->last_checkpoint = seq;
+    return s_cp_next(w, MDB_NEXT, 0, out);
+}
+
+static int s_walk(logfile_t *self, MDB_txn *txn, const crypto_key_t *hub_key, uint64_t from,
+                  logfile_report_t *out)
+{
+    uint8_t chain[LOGFILE_CHAIN_LEN] = {0};
+    uint64_t start = from > 1 ? from : 1;
+    int lrc;
+    if (start > 1 && (lrc = s_anchor(self, txn, start - 1, chain, out)))
+        return lrc;
+    s_cp_walk_t w = {0};
+    int rc;
+    if (self->has_checkpoints && (rc = mdb_cursor_open(txn, self->checkpoints_db, &w.cur)))
+        return s_io(out, "checkpoints", rc);
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, self->log_db, &cur))) {
+        lrc = s_io(out, "log", rc);
+        goto close_cp;
+    }
+    if ((lrc = s_cp_next(&w, MDB_SET_RANGE, start, out)))
+        goto close_log;
+    uint64_t expect = start;
+    MDB_val key = {sizeof start, &start}, val;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        uint64_t seq = 0;
+        if (key.mv_size == sizeof seq)
+            memcpy(&seq, key.mv_data, sizeof seq);
+        if (seq != expect) {
+            lrc = s_bad(out, expect, "entry %llu is missing (the next stored entry is %llu)",
+                        (unsigned long long)expect, (unsigned long long)seq);
+            goto close_log;
+        }
+        if (w.have && w.cp.seq < seq) { /* only possible for a malformed DB */
+            lrc = s_bad(out, w.cp.seq, "checkpoint names an entry that is not in the log");
+            goto close_log;
+        }
+        logfile_entry_t e;
+        const char *what = logfile_entry_split(seq, val.mv_data, val.mv_size, &e);
+        if (what) {
+            lrc = s_bad(out, seq, "entry does not parse (%s)", what);
+            goto close_log;
+        }
+        uint8_t next[LOGFILE_CHAIN_LEN];
+        if (logfile_chain(self->hasher, chain, seq, val.mv_data, val.mv_size, next) != CRYPTO_OK) {
+            snprintf(out->problem, sizeof out->problem, "SHA-256 failed");
+            lrc = LOGFILE_IO;
+            goto close_log;
+        }
+        if (memcmp(next, e.chain, LOGFILE_CHAIN_LEN) != 0) {
+            lrc = s_bad(out, seq, "stored chain hash differs from the recomputed one (entry altered, "
+                                  "moved or an earlier one removed)");
+            goto close_log;
+        }
+        memcpy(chain, next, sizeof chain);
+        if ((lrc = s_cp_check(&w, seq, chain, hub_key, out)))
+            goto close_log;
+        if (out->entries++ == 0)
+            out->first_seq = seq;
+        out->last_seq = seq;
+        expect = seq + 1;
+    }
+    if (rc != MDB_NOTFOUND) {
+        lrc = s_io(out, "log", rc);
+        goto close_log;
+    }
+    if (w.have)
+        lrc = s_bad(out, expect, "the log ends at %llu but a signed checkpoint covers seq %llu (truncated)",
+                    (unsigned long long)(expect - 1), (unsigned long long)w.cp.seq);
+close_log:
+    mdb_cursor_close(cur);
+close_cp:
+    if (w.cur)
+        mdb_cursor_close(w.cur);
+    return lrc;
+}
+
+int logfile_verify(logfile_t *self, const crypto_key_t *hub_key, uint64_t from, logfile_report_t *out)
+{
+    memset(out, 0, sizeof *out);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
+    if (rc == MDB_MAP_RESIZED) {
+        /* The hub grew the map since we opened: adopt its size. */
+        rc = mdb_env_set_mapsize(self->env, 0);
+        if (rc == 0)
+            rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
+    }
+    if (rc)
+        return s_io(out, "read", rc);
+    int lrc = s_walk(self, txn, hub_key, from, out);
+    mdb_txn_abort(txn);
+    return lrc;
+}
+
+const char *logfile_strerror(int code)
+{
+    switch (code) {
+    case LOGFILE_OK: return "ok";
+    case LOGFILE_IO: return "cannot read the log";
+    case LOGFILE_FORMAT: return "not a civibus log of a known format";
+    case LOGFILE_TAMPERED: return "the log does not verify";
+    default: return "unknown log file error";
+    }
+}

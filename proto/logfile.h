@@ -1,0 +1,143 @@
+/* logfile - the bytes of the hub's log, and its offline read-only verifier.
+ *
+ * The one description of the log's on-disk format that both sides link: the
+ * hub's journal (hub/journal.c) writes entries and checkpoints with these
+ * functions, and `civibus verify` (adapters/cli/verify.c) reads them back
+ * through logfile_open/logfile_verify, without the hub's private modules.
+ * docs/LOG.md is the prose version of this header.
+ *
+ * Entry (the value of log key seq), format 2, integers little-endian:
+ *   byte 0      entry version (2)
+ *   byte 1      flags (0)
+ *   bytes 2-3   type length T (u16)
+ *   byte 4      source length S (1-255)
+ *   byte 5      event_id length I (1-255)
+ *   bytes 6-7   reserved (0)
+ *   bytes 8-15  received_at (i64, µs since the Unix epoch)
+ *   bytes 16-47 chain hash of this entry (32 bytes)
+ *   48 ..       type (T), source (S), event_id (I), then the serialized event
+ * Chain hash:
+ *   chain[0]   = 32 zero bytes
+ *   chain[seq] = SHA-256( chain[seq-1] || seq as u64 LE
+ *                         || entry bytes 0-15 || entry bytes 48..end )
+ * i.e. the entry exactly as stored with its own chain field left out, bound
+ * to its predecessor and to its position.
+ *
+ * Checkpoint (the value of checkpoints key seq), 128 bytes:
+ *   byte 0 version (1), bytes 1-7 reserved (0), 8-15 seq (u64),
+ *   16-23 time (i64 µs), 24-55 chain hash at seq, 56-63 key id, 64-127 signature
+ * The signature is Ed25519 over the 78-byte string
+ *   "civibus-checkpoint-v1" NUL || seq u64 LE || time i64 LE || chain || key id
+ *
+ * Not thread-safe per object; one logfile_t per thread.
+ */
+#ifndef CIVIBUS_LOGFILE_H
+#define CIVIBUS_LOGFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypto.h"
+
+#define LOGFILE_FORMAT_VERSION 2u /* meta "version" */
+#define LOGFILE_ENTRY_VERSION 2u
+#define LOGFILE_CHAIN_LEN 32
+#define LOGFILE_CHAIN_OFF 16
+#define LOGFILE_ENTRY_HDR 48 /* fixed part of an entry, chain hash included */
+#define LOGFILE_CHECKPOINT_VERSION 1u
+#define LOGFILE_CHECKPOINT_LEN 128
+#define LOGFILE_SIGNED_LEN 78
+
+enum logfile_err {
+    LOGFILE_OK = 0,
+    LOGFILE_IO = -1,       /* cannot open or read the files (message in the report) */
+    LOGFILE_FORMAT = -2,   /* not a civibus log, or another format version */
+    LOGFILE_TAMPERED = -3, /* verification found a problem (report says where) */
+};
+
+/* One entry split into its parts. Pointers point into the stored bytes and
+ * live as long as those do; the strings are not NUL-terminated. */
+typedef struct {
+    uint64_t seq;
+    int64_t received_at;
+    const char *type;
+    size_t type_len;
+    const char *source;
+    size_t source_len;
+    const char *event_id;
+    size_t event_id_len;
+    const uint8_t *event;
+    size_t event_len;
+    uint8_t chain[LOGFILE_CHAIN_LEN]; /* as stored in the entry */
+} logfile_entry_t;
+
+/* Bytes an entry with these lengths takes. */
+size_t logfile_entry_size(size_t type_len, size_t source_len, size_t event_id_len, size_t event_len);
+
+/* Write an entry into v (logfile_entry_size bytes) with a zero chain field;
+ * the caller checked the lengths (type <= 65535, source and event_id 1-255). */
+void logfile_entry_encode(uint8_t *v, int64_t received_at, const char *type, size_t type_len,
+                          const char *source, size_t source_len, const char *event_id,
+                          size_t event_id_len, const uint8_t *event, size_t event_len);
+
+/* Split len bytes at v (entry seq) into *out. Returns NULL, or a short
+ * name of what does not parse ("entry_header", "entry_lengths"). */
+const char *logfile_entry_split(uint64_t seq, const uint8_t *v, size_t len, logfile_entry_t *out);
+
+/* Compute chain[seq] of the len stored bytes at v (len >= LOGFILE_ENTRY_HDR)
+ * from prev = chain[seq-1], with h as scratch. CRYPTO_OK or CRYPTO_INTERNAL. */
+int logfile_chain(crypto_sha256_t *h, const uint8_t prev[LOGFILE_CHAIN_LEN], uint64_t seq,
+                  const uint8_t *v, size_t len, uint8_t out[LOGFILE_CHAIN_LEN]);
+
+typedef struct {
+    uint64_t seq;                     /* the last entry it covers */
+    int64_t time;                     /* when it was made, µs since the epoch */
+    uint8_t chain[LOGFILE_CHAIN_LEN]; /* chain[seq] */
+    uint8_t key_id[CRYPTO_KEYID_LEN];
+    uint8_t sig[CRYPTO_SIG_LEN];
+} logfile_checkpoint_t;
+
+/* The exact bytes a checkpoint's signature covers. */
+void logfile_checkpoint_signed(const logfile_checkpoint_t *cp, uint8_t out[LOGFILE_SIGNED_LEN]);
+void logfile_checkpoint_encode(const logfile_checkpoint_t *cp, uint8_t out[LOGFILE_CHECKPOINT_LEN]);
+/* LOGFILE_OK, or LOGFILE_FORMAT when the bytes are not a version 1 checkpoint. */
+int logfile_checkpoint_decode(const uint8_t *v, size_t len, logfile_checkpoint_t *out);
+/* Fill cp->key_id and cp->sig with key (a secret key). A crypto_err code. */
+int logfile_checkpoint_sign(logfile_checkpoint_t *cp, const crypto_key_t *key);
+/* CRYPTO_OK when cp carries key's id and a valid signature by it, else
+ * CRYPTO_BAD_SIGNATURE. */
+int logfile_checkpoint_verify(const logfile_checkpoint_t *cp, const crypto_key_t *key);
+
+/* --- offline reader ------------------------------------------------------ */
+
+typedef struct logfile logfile_t;
+
+/* Open the log under dir read-only (MDB_RDONLY: a running hub keeps writing
+ * meanwhile). NULL on error, with one line in err. */
+logfile_t *logfile_open(const char *dir, char *err, size_t err_len);
+void logfile_destroy(logfile_t **self_p);
+
+typedef struct {
+    uint64_t entries;         /* entries checked */
+    uint64_t checkpoints;     /* checkpoints checked */
+    uint64_t first_seq;       /* first entry checked (0: none) */
+    uint64_t last_seq;        /* last entry checked (0: none) */
+    uint64_t last_checkpoint; /* seq of the last good checkpoint (0: none) */
+    uint64_t bad_seq;         /* LOGFILE_TAMPERED: the first bad sequence number */
+    char problem[256];        /* what is wrong (or the I/O error) */
+} logfile_report_t;
+
+/* Verify the log from seq `from` (0 or 1: from the beginning, which must be
+ * seq 1) to its end as of one read transaction: every entry parses, seqs
+ * have no gap, every stored chain hash equals the recomputed one, and every
+ * checkpoint at or after `from` is signed by hub_key and names the
+ * recomputed chain hash of an entry that exists. Starting later trusts the
+ * stored chain hash of entry from-1. Stops at the first problem.
+ * Returns LOGFILE_OK, LOGFILE_TAMPERED (out->bad_seq, out->problem) or
+ * LOGFILE_IO (out->problem). */
+int logfile_verify(logfile_t *self, const crypto_key_t *hub_key, uint64_t from, logfile_report_t *out);
+
+const char *logfile_strerror(int code);
+
+#endif
