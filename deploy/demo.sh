@@ -40,10 +40,11 @@ for a in $POP $TAX $MUN; do
 done
 ls "$KEYS" "$KEYS/registry" | sed 's/^/   /'
 
-step "2. Start civibusd on loopback (durable: every commit is fsynced; access policy deploy/policy.conf)"
+step "2. Start civibusd on loopback (durable: every commit fsynced; access policy deploy/policy.conf; signed checkpoints)"
 mkfifo "$WORK/ready"
 "$HUBD" --data "$WORK/data" --listen 'tcp://127.0.0.1:*' --registry "$KEYS/registry" \
-    --key "$KEYS/hub.key" --policy "$ROOT/deploy/policy.conf" >"$WORK/ready" 2>"$WORK/hub.log" &
+    --key "$KEYS/hub.key" --policy "$ROOT/deploy/policy.conf" --signing-key "$KEYS/hub-sign.key" \
+    --checkpoint-events 4 >"$WORK/ready" 2>"$WORK/hub.log" &
 hub_pid=$!
 read -r ready <"$WORK/ready"
 endpoint=${ready#civibusd ready endpoint=}
@@ -115,5 +116,8 @@ wait "$hub_pid" || rc=$?
 hub_pid=""
 echo "   civibusd exited with status $rc; its log:"
 tail -n 6 "$WORK/hub.log" | show
+
+step "10. Anyone holding the hub's public signing key can prove the log untampered, offline"
+"$CLI" verify --data "$WORK/data" --hub-key "$KEYS/hub-sign.pub" 2>&1 | show
 echo
 echo "Demo done. Keys: certs/dev/  Data and logs: $BUILD/demo/"

@@ -23,6 +23,9 @@ static int s_visit(const journal_record_t *rec, void *arg)
     civibus__v1__delivery__init(d);
     d->seq = rec->seq;
     d->received_at = rec->received_at;
+    memcpy(b->chains[b->n], rec->chain, LOGFILE_CHAIN_LEN);
+    d->chain.data = b->chains[b->n];
+    d->chain.len = LOGFILE_CHAIN_LEN;
     d->event.data = malloc(rec->event_len ? rec->event_len : 1);
     if (!d->event.data)
         return JOURNAL_IO;

@@ -15,6 +15,7 @@
 
 #include "codec.h"
 #include "journal.h"
+#include "logfile.h"
 
 #define BATCH_MAX_EVENTS 4096
 
@@ -24,6 +25,7 @@ typedef bool (*batch_match_fn)(const void *arg, const char *type, size_t type_le
 typedef struct {
     Civibus__V1__Delivery items[BATCH_MAX_EVENTS];
     Civibus__V1__Delivery *ptrs[BATCH_MAX_EVENTS]; /* what a message points to */
+    uint8_t chains[BATCH_MAX_EVENTS][LOGFILE_CHAIN_LEN]; /* items[i].chain's bytes */
     size_t n;
     size_t bytes;
     uint64_t scanned_to; /* last seq looked at (matching or not); 0: none */

@@ -347,12 +347,12 @@ static void s_commit(router_t *self)
 
 /* ---- other requests ------------------------------------------------------ */
 
-static void s_on_subscribe(router_t *self, const wire_peer_t *peer, const char *agency,
+static void s_on_subscribe(router_t *self, const wire_peer_t *peer, const char *agency, const char *key,
                            const Civibus__V1__Subscribe *req)
 {
     char reason[256] = "";
     uint64_t next = 0;
-    s_code_t code = subs_open(self->subs, agency, peer, req, &next, reason, sizeof reason);
+    s_code_t code = subs_open(self->subs, agency, key, peer, req, &next, reason, sizeof reason);
     if (code != C(OK)) {
         s_refuse_count(self, code);
         log_limited(LOG_WARN, "router", "router.subscribe", "event=subscribe_refused agency=%s code=%s reason=\"%s\"",
@@ -550,8 +550,9 @@ static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *ag
     }
     if (sub && !codec_name_valid(sub))
         sub = NULL;
-    if (sub && msg->body_case != CIVIBUS__V1__CLIENT_MESSAGE__BODY_SUBSCRIBE)
-        subs_close(self->subs, agency, peer, sub);
+    /* Whatever this connection follows stops too, not only the subscription
+     * this message names. */
+    subs_drop_peer(self->subs, peer, "key_no_longer_valid");
     const char *reason = status == AUTH_KEY_REVOKED   ? "key revoked"
                          : status == AUTH_KEY_EXPIRED ? "key expired"
                                                       : "key not registered";
@@ -615,7 +616,7 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         s_on_publish(self, peer, agency, &msg);
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_SUBSCRIBE:
-        s_on_subscribe(self, peer, agency, msg->subscribe);
+        s_on_subscribe(self, peer, agency, key, msg->subscribe);
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_ACK:
         s_session_answer(self, peer, msg->ack->subscription,
@@ -877,6 +878,14 @@ const char *router_endpoint(const router_t *self)
     return self->endpoint;
 }
 
+/* For subs_drop_invalid: a key revoked or expired since the handshake, or
+ * removed by a reload, ends its subscriptions within a second. */
+static bool s_key_still_valid(void *arg, const char *agency, const char *key)
+{
+    router_t *self = arg;
+    return !key[0] || auth_key_status(self->auth, agency, key, (int64_t)time(NULL)) == AUTH_KEY_VALID;
+}
+
 /* Read what is waiting (up to a burst or a full batch), commit, deliver. */
 static int s_turn(router_t *self)
 {
@@ -900,6 +909,7 @@ static int s_turn(router_t *self)
     chain_tick(self->chain, now);
     if (now - self->last_expire_ms >= EXPIRE_EVERY_MS) {
         subs_expire(self->subs, now);
+        subs_drop_invalid(self->subs, s_key_still_valid, self);
         self->last_expire_ms = now;
     }
     return 0;

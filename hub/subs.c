@@ -25,6 +25,7 @@
 typedef struct s_session {
     char agency[CODEC_AGENCY_MAX + 1];
     char name[CODEC_NAME_MAX + 1];
+    char key[41];          /* the connection's CURVE key (Z85), "" if unknown */
     char **filters;
     size_t n_filters;
     char *filters_joined; /* '\n'-joined, as saved */
@@ -224,7 +225,7 @@ static Civibus__V1__ErrorCode s_resolve_start(subs_t *self, const Civibus__V1__S
     return CIVIBUS__V1__ERROR_CODE__OK;
 }
 
-Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const wire_peer_t *peer,
+Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *key, const wire_peer_t *peer,
                                  const Civibus__V1__Subscribe *req, uint64_t *next_seq, char *reason,
                                  size_t reason_len)
 {
@@ -242,6 +243,7 @@ Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const wire_pe
         return CIVIBUS__V1__ERROR_CODE__INTERNAL;
     snprintf(s->agency, sizeof s->agency, "%s", agency);
     snprintf(s->name, sizeof s->name, "%s", req->name);
+    snprintf(s->key, sizeof s->key, "%s", key ? key : "");
     Civibus__V1__ErrorCode code = s_parse_filters(s, req, reason, reason_len);
     if (code != CIVIBUS__V1__ERROR_CODE__OK)
         goto fail;
@@ -324,6 +326,28 @@ static s_session_t *s_session_of(subs_t *self, const char *agency, const wire_pe
         return NULL;
     s->last_seen_ms = codec_mono_ms();
     return s;
+}
+
+void subs_drop_invalid(subs_t *self, subs_key_valid_fn valid, void *arg)
+{
+    for (size_t i = 0; i < self->n;) {
+        s_session_t *s = self->list[i];
+        if (!valid(arg, s->agency, s->key))
+            s_remove(self, s, "key_no_longer_valid"); /* list[i] now holds another */
+        else
+            i++;
+    }
+}
+
+void subs_drop_peer(subs_t *self, const wire_peer_t *peer, const char *why)
+{
+    for (size_t i = 0; i < self->n;) {
+        s_session_t *s = self->list[i];
+        if (s_same_peer(&s->peer, peer))
+            s_remove(self, s, why);
+        else
+            i++;
+    }
 }
 
 void subs_set_policy(subs_t *self, const policy_t *policy)

@@ -44,9 +44,18 @@ void subs_destroy(subs_t **self_p);
 /* Open (or take over) subscription req->name of agency on peer. Saves the
  * cursor before returning. Returns OK (0) and fills *next_seq, or an
  * ErrorCode with a reason. */
-Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const wire_peer_t *peer,
+Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *key, const wire_peer_t *peer,
                                  const Civibus__V1__Subscribe *req, uint64_t *next_seq, char *reason,
                                  size_t reason_len);
+
+/* Close every session whose connection's key (as given to subs_open) valid
+ * no longer accepts: keys revoked or expired after the handshake stop
+ * receiving at once, not at the connection's next message. */
+typedef bool (*subs_key_valid_fn)(void *arg, const char *agency, const char *key);
+void subs_drop_invalid(subs_t *self, subs_key_valid_fn valid, void *arg);
+
+/* Close every session of peer (its key was refused). */
+void subs_drop_peer(subs_t *self, const wire_peer_t *peer, const char *why);
 
 /* Ack, credit and unsubscribe from peer; UNKNOWN_SUBSCRIPTION when peer holds
  * no such session (e.g. the hub restarted, or another connection took it). */

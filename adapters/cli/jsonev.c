@@ -739,6 +739,12 @@ char *jsonev_delivery_line(const civ_delivery_t *d)
         ok = s_set(obj, "correlation_id", s_jstr(ev->correlation_id));
     ok = ok && s_set_time(obj, "occurred_at", ev->occurred_at) && s_set(obj, "content_type", s_jstr(ev->content_type)) &&
          s_set_headers(obj, ev);
+    if (ok && d->has_chain) {
+        char hex[2 * sizeof d->chain + 1];
+        for (size_t i = 0; i < sizeof d->chain; i++)
+            snprintf(hex + 2 * i, 3, "%02x", d->chain[i]);
+        ok = s_set(obj, "chain", json_string(hex));
+    }
     if (!ok)
         goto done;
     size_t data_len = 0;

@@ -175,6 +175,9 @@ typedef struct {
     civ_event_t event;        /* decoded fields ("" for absent strings) */
     const void *raw;          /* the serialized ServiceEvent as published */
     size_t raw_len;
+    bool has_chain;           /* the hub sent the entry's chain hash */
+    uint8_t chain[32];        /* its chain hash: proves the entry against a
+                               * signed checkpoint (docs/LOG.md) */
 } civ_delivery_t;
 
 void civ_delivery_destroy(civ_delivery_t **self_p);

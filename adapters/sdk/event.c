@@ -201,10 +201,11 @@ static const char *s_put(char **cursor, const char *s)
     return dst;
 }
 
-int sdk_delivery_new(const char *subscription, uint64_t seq, int64_t received_at, const uint8_t *raw,
-                     size_t raw_len, civ_delivery_t **out)
+int sdk_delivery_new(const char *subscription, const Civibus__V1__Delivery *from, civ_delivery_t **out)
 {
     *out = NULL;
+    const uint8_t *raw = from->event.data;
+    size_t raw_len = from->event.len;
     codec_event_t *ev = NULL;
     if (codec_event_decode(raw, raw_len, SDK_MAX_FRAME, &ev) != CODEC_OK)
         return CIV_E_PROTOCOL;
@@ -226,8 +227,13 @@ int sdk_delivery_new(const char *subscription, uint64_t seq, int64_t received_at
         memcpy(bytes + raw_len, ev->payload.data, ev->payload.len);
     char *cursor = (char *)bytes + raw_len + ev->payload.len;
 
-    d->seq = seq;
-    d->received_at = received_at;
+    d->seq = from->seq;
+    d->received_at = from->received_at;
+    d->has_chain = from->chain.len == sizeof d->chain;
+    if (d->has_chain)
+        memcpy(d->chain, from->chain.data, sizeof d->chain);
+    else
+        memset(d->chain, 0, sizeof d->chain);
     d->raw = bytes;
     d->raw_len = raw_len;
     d->subscription = s_put(&cursor, subscription);

@@ -246,7 +246,7 @@ int civ_replay_next(civ_replay_t *self, civ_delivery_t **out, int timeout_ms)
                 }
                 self->handed = d->seq;
                 self->delivered++;
-                int drc = sdk_delivery_new("", d->seq, d->received_at, d->event.data, d->event.len, out);
+                int drc = sdk_delivery_new("", d, out);
                 if (self->count && self->delivered >= self->count)
                     s_finish(self);
                 if (drc != CIV_OK)

@@ -92,11 +92,11 @@ int sdk_uuid4(sdk_rand_t *rnd, char out[SDK_UUID_LEN + 1]);
 int sdk_event_pack(const civ_event_t *event, const char *source, sdk_rand_t *rnd, uint8_t **out,
                    size_t *out_len, char event_id[CIV_ID_MAX + 1], char *why, size_t why_len);
 
-/* Decode raw (a serialized ServiceEvent) into a new civ_delivery_t that owns
- * copies of everything, in a single allocation. Returns CIV_OK, CIV_E_PROTOCOL
- * when raw is not a ServiceEvent, or CIV_E_NOMEM. */
-int sdk_delivery_new(const char *subscription, uint64_t seq, int64_t received_at, const uint8_t *raw,
-                     size_t raw_len, civ_delivery_t **out);
+/* Decode a Delivery (its event a serialized ServiceEvent) into a new
+ * civ_delivery_t that owns copies of everything, in a single allocation.
+ * Returns CIV_OK, CIV_E_PROTOCOL when the event is not a ServiceEvent, or
+ * CIV_E_NOMEM. */
+int sdk_delivery_new(const char *subscription, const Civibus__V1__Delivery *from, civ_delivery_t **out);
 
 /* ---- error.c ------------------------------------------------------------ */
 

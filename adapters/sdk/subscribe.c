@@ -299,7 +299,7 @@ static int s_take(civ_client_t *self, civ_delivery_t **out)
         int rc = CIV_OK;
         if (fresh) {
             sub->handed = d->seq;
-            rc = sdk_delivery_new(sub->name, d->seq, d->received_at, d->event.data, d->event.len, out);
+            rc = sdk_delivery_new(sub->name, d, out);
             if (rc != CIV_OK)
                 sdk_error_set(&self->err, rc, "event %llu of subscription %s cannot be decoded",
                               (unsigned long long)d->seq, sub->name);

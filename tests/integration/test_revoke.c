@@ -201,6 +201,43 @@ static void test_revoke(void **state)
     s_cli(f, "revoke --agency nobody --all", 1);
 }
 
+/* A subscriber that only listens: once its key is revoked and the hub
+ * reloads, deliveries stop within about a second, without it sending
+ * anything, and the hub logs why. */
+static void test_revoke_stops_listener(void **state)
+{
+    it_fix_t *f = *state;
+    it_start(f, NULL);
+    civ_client_t *tax = it_client(f, TAX, 5000);
+    civ_client_t *pop = it_client(f, POP, 5000);
+    const char *all[] = {"*"};
+    assert_int_equal(civ_subscribe(tax, "listen", all, 1, it_from_first(), 1024), CIV_OK);
+    s_publish_ok(pop, 0);
+    civ_delivery_t *d = NULL;
+    assert_int_equal(civ_next(tax, &d, 5000), CIV_OK);
+    civ_delivery_destroy(&d);
+
+    keyfile_t kf;
+    s_read_entry(f, TAX, &kf);
+    kf.keys[0].revoked_at = (int64_t)time(NULL);
+    snprintf(kf.keys[0].reason, sizeof kf.keys[0].reason, "test");
+    s_write_entry(f, &kf);
+    s_reload(f);
+    assert_true(it_log_contains(f, "subscription=listen reason=key_no_longer_valid", 5000));
+
+    /* Published after the session was closed: never delivered to it. */
+    it_publish_many(pop, 1, 20, 16, NULL);
+    int got = 0;
+    int64_t until = it_mono_ms() + 1500;
+    while (it_mono_ms() < until) {
+        if (civ_next(tax, &d, 200) == CIV_OK && d) {
+            got++;
+            civ_delivery_destroy(&d);
+        }
+    }
+    assert_int_equal(got, 0);
+}
+
 /* ---- rotate --------------------------------------------------------------------- */
 
 static void test_rotate(void **state)
@@ -329,6 +366,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_revoke, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_revoke_stops_listener, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_rotate, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_expiry_warning, s_setup, s_teardown),
     };

@@ -136,12 +136,37 @@ static void test_verify_and_tamper(void **state)
     s_expect_ok(f, harness_data_dir(f->h), "ok: 20 entries, 4 checkpoints, last seq 20, last checkpoint 20");
     it_publish_many(c, N / 2, N / 2, 1, NULL);
     s_expect_ok(f, harness_data_dir(f->h), "ok: 40 entries");
+    /* Every delivered event carries its entry's chain hash. */
+    static uint8_t delivered[N + 1][LOGFILE_CHAIN_LEN];
+    civ_error_t err;
+    civ_replay_t *rp = civ_replay_open(c, it_from_first(), 0, &err);
+    assert_non_null(rp);
+    civ_delivery_t *d = NULL;
+    uint64_t got = 0;
+    while (civ_replay_next(rp, &d, 5000) == CIV_OK && d) {
+        assert_true(d->has_chain);
+        assert_true(d->seq >= 1 && d->seq <= N);
+        memcpy(delivered[d->seq], d->chain, LOGFILE_CHAIN_LEN);
+        got++;
+        civ_delivery_destroy(&d);
+    }
+    civ_replay_destroy(&rp);
+    assert_int_equal(got, N);
     it_drop(f, &c);
     assert_int_equal(harness_stop(f->h), 0);
     s_expect_ok(f, harness_data_dir(f->h), "ok: 40 entries, 8 checkpoints, last seq 40, last checkpoint 40");
 
     char dir[600];
     s_raw_t r;
+    s_copy(f, "delivered", dir, sizeof dir);
+    s_raw_open(&r, dir);
+    for (uint64_t s = 1; s <= N; s++) {
+        size_t vlen;
+        uint8_t *stored = s_raw_get(&r, r.log, s, &vlen);
+        assert_memory_equal(stored + LOGFILE_CHAIN_OFF, delivered[s], LOGFILE_CHAIN_LEN);
+        free(stored);
+    }
+    s_raw_close(&r);
     size_t len, len2;
 
     /* one byte of one stored event */

@@ -116,7 +116,19 @@ static void test_pack_round_trip(void **state)
 
     /* The delivery side gives back the same fields and the bytes unchanged. */
     civ_delivery_t *d = NULL;
-    assert_int_equal(sdk_delivery_new("births", 42, 1700000000999999, bytes, len, &d), CIV_OK);
+    uint8_t chain[32];
+    for (int i = 0; i < 32; i++)
+        chain[i] = (uint8_t)(i * 7);
+    Civibus__V1__Delivery from = CIVIBUS__V1__DELIVERY__INIT;
+    from.seq = 42;
+    from.received_at = 1700000000999999;
+    from.event.data = bytes;
+    from.event.len = len;
+    from.chain.data = chain;
+    from.chain.len = sizeof chain;
+    assert_int_equal(sdk_delivery_new("births", &from, &d), CIV_OK);
+    assert_true(d->has_chain);
+    assert_memory_equal(d->chain, chain, sizeof chain);
     assert_string_equal(d->subscription, "births");
     assert_int_equal(d->seq, 42);
     assert_int_equal(d->received_at, 1700000000999999);
@@ -245,10 +257,17 @@ static void test_delivery_refuses_garbage(void **state)
     (void)state;
     static const uint8_t garbage[] = {0x0a, 0x50, 'x'}; /* a string claiming 80 bytes */
     civ_delivery_t *d = (civ_delivery_t *)1;
-    assert_int_equal(sdk_delivery_new("s", 1, 0, garbage, sizeof garbage, &d), CIV_E_PROTOCOL);
+    Civibus__V1__Delivery from = CIVIBUS__V1__DELIVERY__INIT;
+    from.seq = 1;
+    from.event.data = (uint8_t *)garbage;
+    from.event.len = sizeof garbage;
+    assert_int_equal(sdk_delivery_new("s", &from, &d), CIV_E_PROTOCOL);
     assert_null(d);
-    /* An empty event decodes to empty fields, not NULL ones. */
-    assert_int_equal(sdk_delivery_new("", 7, 0, garbage, 0, &d), CIV_OK);
+    /* An empty event decodes to empty fields, not NULL ones; no chain sent. */
+    from.seq = 7;
+    from.event.len = 0;
+    assert_int_equal(sdk_delivery_new("", &from, &d), CIV_OK);
+    assert_false(d->has_chain);
     assert_string_equal(d->event.type, "");
     assert_string_equal(d->event.event_id, "");
     assert_int_equal(d->event.n_headers, 0);
