@@ -3,7 +3,8 @@
  * A ping proves the hub reachable, then a status request lists the log's
  * range and every durable subscription with its lag (last_seq - cursor).
  * Warnings of the hub for the calling agency (its keys expiring soon) are
- * printed after the table on stdout and, with --json, as "warnings".
+ * printed on stdout as "warning" lines after the hub's summary, before the
+ * subscription table, and, with --json, as "warnings".
  * Printed as an aligned table, or as one JSON object with --json; with --json
  * an unreachable hub still gives an object ({"reachable":false,...}) on stdout
  * besides the exit code 3, for monitoring scripts.
