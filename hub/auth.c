@@ -26,6 +26,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "crypto.h"
 #include "keyfile.h"
 #include "log.h"
 
@@ -39,9 +40,20 @@ typedef struct {
     int64_t revoked_at; /* Unix seconds; KEYFILE_FOREVER when not revoked */
 } s_entry_t;
 
+/* A signing key (docs/SIGNING.md), found by (key id, agency). */
+typedef struct {
+    uint8_t id[CRYPTO_KEYID_LEN];
+    char agency[65];
+    uint8_t pub[CRYPTO_PUB_LEN];
+    int64_t not_after;
+    int64_t revoked_at;
+} s_sign_t;
+
 typedef struct {
     s_entry_t *entries; /* sorted by key for bsearch */
     size_t n;
+    s_sign_t *signs;    /* sorted by (id, agency) for bsearch */
+    size_t n_signs;
     int agencies;
 } s_registry_t;
 
@@ -72,9 +84,17 @@ static int s_entry_cmp(const void *a, const void *b)
     return memcmp(((const s_entry_t *)a)->key, ((const s_entry_t *)b)->key, 32);
 }
 
+static int s_sign_cmp(const void *a, const void *b)
+{
+    const s_sign_t *x = a, *y = b;
+    int c = memcmp(x->id, y->id, CRYPTO_KEYID_LEN);
+    return c ? c : strcmp(x->agency, y->agency);
+}
+
 static void s_registry_free(s_registry_t **reg_p)
 {
     if (*reg_p) {
+        free((*reg_p)->signs);
         free((*reg_p)->entries);
         free(*reg_p);
         *reg_p = NULL;
@@ -90,7 +110,7 @@ static int s_name_ends_pub(const char *name)
 static s_registry_t *s_registry_load(const char *dir)
 {
     s_registry_t *reg = calloc(1, sizeof *reg);
-    size_t cap = 0;
+    size_t cap = 0, sign_cap = 0;
     DIR *d = opendir(dir);
     if (!reg || !d) {
         log_error("auth", "event=registry_unreadable dir=%s error=\"%s\"", dir, strerror(errno));
@@ -127,6 +147,25 @@ static s_registry_t *s_registry_load(const char *dir)
             e->not_after = kf.keys[i].not_after;
             e->revoked_at = kf.keys[i].revoked_at;
         }
+        for (int i = 0; i < kf.n_sign; i++) {
+            if (reg->n_signs == MAX_KEYS) {
+                log_error("auth", "event=registry_too_large max_keys=%d", MAX_KEYS);
+                goto fail;
+            }
+            if (reg->n_signs == sign_cap) {
+                sign_cap = sign_cap ? sign_cap * 2 : 64;
+                s_sign_t *grown = realloc(reg->signs, sign_cap * sizeof *grown);
+                if (!grown)
+                    goto fail;
+                reg->signs = grown;
+            }
+            s_sign_t *s = &reg->signs[reg->n_signs++];
+            memcpy(s->pub, kf.sign[i].pub, CRYPTO_PUB_LEN);
+            crypto_key_id_raw(s->pub, s->id);
+            snprintf(s->agency, sizeof s->agency, "%s", kf.agency);
+            s->not_after = kf.sign[i].not_after;
+            s->revoked_at = kf.sign[i].revoked_at;
+        }
     }
     closedir(d);
     d = NULL;
@@ -137,6 +176,18 @@ static s_registry_t *s_registry_load(const char *dir)
             log_error("auth", "event=registry_duplicate_key agencies=%s,%s", reg->entries[i - 1].agency,
                       reg->entries[i].agency);
             goto fail;
+        }
+    }
+    if (reg->n_signs)
+        qsort(reg->signs, reg->n_signs, sizeof *reg->signs, s_sign_cmp);
+    for (size_t i = 0; i < reg->n_signs; i++) {
+        for (size_t j = i + 1; j < reg->n_signs && memcmp(reg->signs[i].id, reg->signs[j].id, CRYPTO_KEYID_LEN) == 0;
+             j++) {
+            if (memcmp(reg->signs[i].pub, reg->signs[j].pub, CRYPTO_PUB_LEN) == 0) {
+                log_error("auth", "event=registry_duplicate_sign_key agencies=%s,%s", reg->signs[i].agency,
+                          reg->signs[j].agency);
+                goto fail;
+            }
         }
     }
     return reg;
@@ -414,4 +465,24 @@ size_t auth_expiring(auth_t *self, const char *agency, int64_t now, int64_t with
     if (out && n)
         qsort(out, n < max ? n : max, sizeof *out, s_expiring_cmp);
     return n;
+}
+
+auth_key_status_t auth_sign_key(auth_t *self, const char *agency, const uint8_t *key_id, int64_t now,
+                                uint8_t *pub)
+{
+    s_sign_t probe;
+    memcpy(probe.id, key_id, CRYPTO_KEYID_LEN);
+    snprintf(probe.agency, sizeof probe.agency, "%s", agency);
+    auth_key_status_t st = AUTH_KEY_UNREGISTERED;
+    pthread_mutex_lock(&self->lock);
+    const s_registry_t *reg = self->registry;
+    const s_sign_t *s = reg->n_signs ? bsearch(&probe, reg->signs, reg->n_signs, sizeof probe, s_sign_cmp) : NULL;
+    if (s) {
+        keyfile_sign_t k = {.not_after = s->not_after, .revoked_at = s->revoked_at};
+        keyfile_status_t ks = keyfile_sign_status(&k, now);
+        st = ks == KEYFILE_VALID ? AUTH_KEY_VALID : ks == KEYFILE_EXPIRED ? AUTH_KEY_EXPIRED : AUTH_KEY_REVOKED;
+        memcpy(pub, s->pub, CRYPTO_PUB_LEN);
+    }
+    pthread_mutex_unlock(&self->lock);
+    return st;
 }

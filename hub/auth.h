@@ -79,6 +79,14 @@ bool auth_key_valid(auth_t *self, const char *agency, const char *key_z85);
 /* "valid", "expired", "revoked", "unregistered". */
 const char *auth_key_status_name(auth_key_status_t status);
 
+/* The signing public key (docs/SIGNING.md) of agency whose key id is
+ * key_id (CRYPTO_KEYID_LEN bytes), and its status at now (Unix seconds):
+ * AUTH_KEY_VALID, _EXPIRED or _REVOKED with the raw key copied into pub (32
+ * bytes), or AUTH_KEY_UNREGISTERED (no such key of that agency; pub
+ * untouched). A lock and a binary search. */
+auth_key_status_t auth_sign_key(auth_t *self, const char *agency, const uint8_t *key_id, int64_t now,
+                                uint8_t *pub);
+
 /* The valid keys whose not-after is before now + within (seconds), of agency
  * only, or of every agency when agency is NULL. Copies up to max of them
  * into out (ordered by not-after) and returns how many there are, which may

@@ -71,6 +71,8 @@ static const s_key_t s_keys[] = {
      "warn (log event=key_expiring, and in the agency's status) of registry keys expiring within this many days; "
      "checked at start, on SIGHUP and daily; 0: never",
      NULL},
+    {"require_signatures", T_BOOL, OFF(require_signatures), "false", 0, 0,
+     "refuse unsigned events with bad_signature; signed events are verified either way (docs/SIGNING.md)", NULL},
     {"signing_key", T_STRING, OFF(signing_key), "", 0, 0,
      "the hub's Ed25519 signing key (PEM, mode 0600; civibus keygen --hub writes hub-sign.key) for signed "
      "checkpoints of the log (docs/LOG.md); empty: no checkpoints, and civibus verify can check the chain only",

@@ -38,6 +38,7 @@ typedef struct {
     uint64_t session_timeout_ms;
     uint64_t cursor_flush_ms;
     uint64_t key_expiry_warn_days; /* warn of keys expiring within; 0: never */
+    bool require_signatures;     /* refuse unsigned events (bad_signature) */
     char *signing_key;           /* Ed25519 secret key for checkpoints; "" for none */
     uint64_t checkpoint_events;  /* a checkpoint after this many new entries ... */
     uint64_t checkpoint_seconds; /* ... or this long, if the log grew */

@@ -19,6 +19,8 @@
 #include <zmq.h>
 
 #include "auth.h"
+#include "crypto.h"
+#include "evsign.h"
 #include "batch.h"
 #include "chain.h"
 #include "journal.h"
@@ -52,7 +54,7 @@
 #define IDLE_POLL_MS 250
 #define BUSY_POLL_MS 5
 #define EXPIRE_EVERY_MS 1000
-#define CODE_COUNT 10
+#define CODE_COUNT 11
 #define TRANSPORT_SLACK (64 * 1024)
 #define KEY_WARN_EVERY_MS (24 * 3600 * 1000LL) /* expiring keys are logged daily */
 #define DAY_S (24 * 3600)
@@ -162,6 +164,76 @@ static void s_result_refuse(router_t *self, s_request_t *r, size_t i, s_code_t c
 
 /* Validate every event of a Publish and queue the good ones for the batch.
  * Takes ownership of *msg_p. */
+/* Batch signatures verified within one Publish: all events of a batch share
+ * (key id, root, signature), so one Ed25519 verify serves them all. */
+#define SIG_CACHE 8
+typedef struct {
+    uint8_t key_id[CRYPTO_KEYID_LEN];
+    uint8_t root[CRYPTO_SHA256_LEN];
+    uint8_t sig[CRYPTO_SIG_LEN];
+} s_sig_seen_t;
+
+typedef struct {
+    s_sig_seen_t seen[SIG_CACHE];
+    size_t n, next;
+} s_sig_cache_t;
+
+/* Check ev's signature (docs/SIGNING.md) against agency's signing keys at
+ * the hub's receive time. true when it verifies, or when ev is unsigned and
+ * signatures are not required; else false with a reason. */
+static bool s_signature_ok(router_t *self, const char *agency, codec_event_t *ev, s_sig_cache_t *cache,
+                           char *reason, size_t reason_len)
+{
+    uint8_t root[CRYPTO_SHA256_LEN];
+    const uint8_t *key_id = NULL, *sig = NULL;
+    char why[160];
+    int rc = evsign_event_root(ev, root, &key_id, &sig, why, sizeof why);
+    if (rc == EVSIGN_UNSIGNED) {
+        if (!self->cfg->require_signatures)
+            return true;
+        snprintf(reason, reason_len, "unsigned event (this hub requires signatures)");
+        return false;
+    }
+    if (rc != EVSIGN_OK) {
+        snprintf(reason, reason_len, "%s", why);
+        return false;
+    }
+    char hex[CRYPTO_KEYID_HEX];
+    crypto_hex(key_id, CRYPTO_KEYID_LEN, hex);
+    uint8_t pub[CRYPTO_PUB_LEN];
+    auth_key_status_t st = auth_sign_key(self->auth, agency, key_id, (int64_t)time(NULL), pub);
+    if (st == AUTH_KEY_UNREGISTERED) {
+        snprintf(reason, reason_len, "unknown signing key id %s for agency %s", hex, agency);
+        return false;
+    }
+    if (st != AUTH_KEY_VALID) {
+        snprintf(reason, reason_len, "signing key %s of agency %s is %s", hex, agency, auth_key_status_name(st));
+        return false;
+    }
+    for (size_t i = 0; i < cache->n; i++) {
+        const s_sig_seen_t *s = &cache->seen[i];
+        if (memcmp(s->root, root, sizeof root) == 0 && memcmp(s->key_id, key_id, CRYPTO_KEYID_LEN) == 0 &&
+            memcmp(s->sig, sig, CRYPTO_SIG_LEN) == 0)
+            return true;
+    }
+    crypto_key_t *key = crypto_key_from_public(pub);
+    rc = key ? evsign_verify_root(key, root, sig) : EVSIGN_INTERNAL;
+    crypto_key_destroy(&key);
+    if (rc != EVSIGN_OK) {
+        snprintf(reason, reason_len, "%s with key %s of agency %s",
+                 rc == EVSIGN_BAD_SIGNATURE ? "bad signature" : "signature not checkable", hex, agency);
+        return false;
+    }
+    s_sig_seen_t *s = &cache->seen[cache->next];
+    memcpy(s->key_id, key_id, CRYPTO_KEYID_LEN);
+    memcpy(s->root, root, sizeof root);
+    memcpy(s->sig, sig, CRYPTO_SIG_LEN);
+    cache->next = (cache->next + 1) % SIG_CACHE;
+    if (cache->n < SIG_CACHE)
+        cache->n++;
+    return true;
+}
+
 static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *agency, codec_client_msg_t **msg_p)
 {
     codec_client_msg_t *msg = *msg_p;
@@ -207,6 +279,7 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
     r->n = n;
     self->n_reqs++;
     self->n_held += n;
+    s_sig_cache_t sig_cache = {.n = 0, .next = 0};
     for (size_t i = 0; i < n; i++) {
         Civibus__V1__PublishResult *res = &r->results[i];
         civibus__v1__publish_result__init(res);
@@ -244,6 +317,10 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
         if (strcmp(ev->source, agency) != 0) {
             snprintf(reason, sizeof reason, "source must be the authenticated agency %s", agency);
             s_result_refuse(self, r, i, C(NOT_AUTHORISED), reason, agency);
+            continue;
+        }
+        if (!s_signature_ok(self, agency, ev, &sig_cache, reason, sizeof reason)) {
+            s_result_refuse(self, r, i, C(BAD_SIGNATURE), reason, agency);
             continue;
         }
         if (self->policy && !policy_allows(self->policy, agency, POLICY_PUBLISH, ev->type, strlen(ev->type), NULL)) {
@@ -921,14 +998,14 @@ static void s_log_stats(router_t *self)
     log_info("router",
              "event=stats accepted=%" PRIu64 " duplicates=%" PRIu64 " commits=%" PRIu64 " not_authorised=%" PRIu64
              " malformed=%" PRIu64 " too_large=%" PRIu64 " storage_full=%" PRIu64 " internal=%" PRIu64
-             " bad_request=%" PRIu64 " unavailable=%" PRIu64 " unsupported_version=%" PRIu64
+             " bad_request=%" PRIu64 " unavailable=%" PRIu64 " unsupported_version=%" PRIu64 " bad_signature=%" PRIu64
              " unknown_subscription=%" PRIu64 " replies_lost=%" PRIu64 " key_refused=%" PRIu64
              " handshakes_refused=%" PRIu64
              " last_seq=%" PRIu64,
              s->accepted, s->duplicates, s->commits, s->refused[C(NOT_AUTHORISED)], s->refused[C(MALFORMED)],
              s->refused[C(TOO_LARGE)], s->refused[C(STORAGE_FULL)], s->refused[C(INTERNAL)],
              s->refused[C(BAD_REQUEST)], s->refused[C(UNAVAILABLE)], s->refused[C(UNSUPPORTED_VERSION)],
-             s->refused[C(UNKNOWN_SUBSCRIPTION)], s->replies_lost, s->key_refused,
+             s->refused[C(BAD_SIGNATURE)],              s->refused[C(UNKNOWN_SUBSCRIPTION)], s->replies_lost, s->key_refused,
              auth_refused(self->auth), journal_last_seq(self->journal));
 }
 

@@ -284,12 +284,27 @@ void crypto_key_public(const crypto_key_t *self, uint8_t out[CRYPTO_PUB_LEN])
     memcpy(out, self->pub, CRYPTO_PUB_LEN);
 }
 
-void crypto_key_id(const crypto_key_t *self, uint8_t out[CRYPTO_KEYID_LEN])
+void crypto_key_id_raw(const uint8_t pub[CRYPTO_PUB_LEN], uint8_t out[CRYPTO_KEYID_LEN])
 {
     uint8_t h[CRYPTO_SHA256_LEN];
-    if (crypto_sha256(self->pub, sizeof self->pub, h) != CRYPTO_OK)
+    if (crypto_sha256(pub, CRYPTO_PUB_LEN, h) != CRYPTO_OK)
         memset(h, 0, sizeof h); /* SHA-256 missing: nothing would verify anyway */
     memcpy(out, h, CRYPTO_KEYID_LEN);
+}
+
+void crypto_key_id(const crypto_key_t *self, uint8_t out[CRYPTO_KEYID_LEN])
+{
+    crypto_key_id_raw(self->pub, out);
+}
+
+crypto_key_t *crypto_key_from_public(const uint8_t pub[CRYPTO_PUB_LEN])
+{
+    EVP_PKEY *pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, CRYPTO_PUB_LEN);
+    if (!pkey) {
+        ERR_clear_error();
+        return NULL;
+    }
+    return s_key_wrap(pkey, false);
 }
 
 void crypto_hex(const uint8_t *bytes, size_t len, char *out)

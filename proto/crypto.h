@@ -74,6 +74,12 @@ int crypto_key_write_secret(const crypto_key_t *self, const char *path, char *er
 /* Write the public key to path (mode 0644, replaced if present). */
 int crypto_key_write_public(const crypto_key_t *self, const char *path, char *err, size_t err_len);
 
+/* A verify-only key from a raw 32-byte Ed25519 public key (a registry's
+ * "sign" line). NULL when OpenSSL refuses it. Caller destroys. */
+crypto_key_t *crypto_key_from_public(const uint8_t pub[CRYPTO_PUB_LEN]);
+/* The key id of a raw public key (as crypto_key_id). */
+void crypto_key_id_raw(const uint8_t pub[CRYPTO_PUB_LEN], uint8_t out[CRYPTO_KEYID_LEN]);
+
 /* The raw 32-byte public key, and its id (binary and hex). */
 void crypto_key_public(const crypto_key_t *self, uint8_t out[CRYPTO_PUB_LEN]);
 void crypto_key_id(const crypto_key_t *self, uint8_t out[CRYPTO_KEYID_LEN]);

@@ -101,6 +101,12 @@ keyfile_status_t keyfile_key_status(const keyfile_key_t *key, int64_t now)
     return KEYFILE_VALID;
 }
 
+keyfile_status_t keyfile_sign_status(const keyfile_sign_t *key, int64_t now)
+{
+    keyfile_key_t k = {.not_after = key->not_after, .revoked_at = key->revoked_at};
+    return keyfile_key_status(&k, now);
+}
+
 const char *keyfile_status_name(keyfile_status_t status)
 {
     switch (status) {
@@ -208,6 +214,73 @@ static int s_key_line(keyfile_t *out, char *val, bool revoked, const s_where_t *
     return KEYFILE_OK;
 }
 
+static int s_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Parse "HEX [attributes]" of a sign (revoked false) or revoked-sign line. */
+static int s_sign_line(keyfile_t *out, char *val, bool revoked, const s_where_t *w)
+{
+    const char *what = revoked ? "revoked-sign" : "sign";
+    char *p = val;
+    while (*p && *p != ' ' && *p != '\t')
+        p++;
+    if (*p)
+        *p++ = '\0';
+    keyfile_sign_t k = {.not_after = KEYFILE_FOREVER, .revoked_at = revoked ? 0 : KEYFILE_FOREVER, .line = w->line};
+    if (strlen(val) != 2 * KEYFILE_SIGN_LEN)
+        S_FAIL(w, "%s is not a 64-hex-digit Ed25519 public key", what);
+    for (int i = 0; i < KEYFILE_SIGN_LEN; i++) {
+        int hi = s_hexval(val[2 * i]), lo = s_hexval(val[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            S_FAIL(w, "%s is not a 64-hex-digit Ed25519 public key", what);
+        k.pub[i] = (uint8_t)(hi << 4 | lo);
+    }
+    for (int i = 0; i < out->n_sign; i++)
+        if (memcmp(out->sign[i].pub, k.pub, KEYFILE_SIGN_LEN) == 0)
+            S_FAIL(w, "the signing key appears twice (first on line %d)", out->sign[i].line);
+    if (out->n_sign == KEYFILE_MAX_SIGN)
+        S_FAIL(w, "more than %d signing keys", KEYFILE_MAX_SIGN);
+    bool seen_na = false, seen_at = false, seen_reason = false;
+    char *name, *value;
+    int rc;
+    while ((rc = s_next_attr(&p, &name, &value, w)) == 1) {
+        bool *seen = NULL;
+        if (strcmp(name, "not-after") == 0) {
+            seen = &seen_na;
+            if (keyfile_time_parse(value, &k.not_after) != 0)
+                S_FAIL(w, "not-after=%.32s is not a UTC time YYYY-MM-DDTHH:MM:SSZ", value);
+        } else if (revoked && strcmp(name, "at") == 0) {
+            seen = &seen_at;
+            if (keyfile_time_parse(value, &k.revoked_at) != 0)
+                S_FAIL(w, "at=%.32s is not a UTC time YYYY-MM-DDTHH:MM:SSZ", value);
+        } else if (revoked && strcmp(name, "reason") == 0) {
+            seen = &seen_reason;
+            if (strlen(value) > KEYFILE_REASON_MAX)
+                S_FAIL(w, "reason is longer than %d characters", KEYFILE_REASON_MAX);
+            snprintf(k.reason, sizeof k.reason, "%s", value);
+        } else {
+            S_FAIL(w, "unknown attribute '%.32s' of %s (%s)", name, what,
+                   revoked ? "a revoked signing key takes at=, reason= and not-after="
+                           : "a signing key takes not-after=");
+        }
+        if (*seen)
+            S_FAIL(w, "attribute %s given twice", name);
+        *seen = true;
+    }
+    if (rc != 0)
+        return rc;
+    out->sign[out->n_sign++] = k;
+    return KEYFILE_OK;
+}
+
 static int s_line(keyfile_t *out, char *key, char *val, s_mode_t mode, const s_where_t *w)
 {
     if (strcmp(key, "agency") == 0) {
@@ -218,12 +291,14 @@ static int s_line(keyfile_t *out, char *key, char *val, s_mode_t mode, const s_w
         snprintf(out->name, sizeof out->name, "%s", val);
     } else if (strcmp(key, "curve") == 0 || strcmp(key, "revoked") == 0) {
         return s_key_line(out, val, key[0] == 'r', w);
+    } else if (strcmp(key, "sign") == 0 || strcmp(key, "revoked-sign") == 0) {
+        return s_sign_line(out, val, key[0] == 'r', w);
     } else if (strcmp(key, "curve-secret") == 0) {
         if (!s_z85_valid(val))
             S_FAIL(w, "curve-secret is not a 40-character Z85 key");
         snprintf(out->curve_secret, sizeof out->curve_secret, "%s", val);
     } else if (mode == S_ENTRY) {
-        S_FAIL(w, "unknown name '%.32s' (a registry entry holds agency, name, curve and revoked)", key);
+        S_FAIL(w, "unknown name '%.32s' (a registry entry holds agency, name, curve, revoked, sign and revoked-sign)", key);
     }
     return KEYFILE_OK;
 }
@@ -371,6 +446,42 @@ static void s_key_text(const keyfile_key_t *k, char *buf, size_t len, size_t *us
     buf[*used] = '\0';
 }
 
+/* Append one signing key line to buf (of len, used *used). */
+static void s_sign_text(const keyfile_sign_t *k, char *buf, size_t len, size_t *used)
+{
+    char hex[2 * KEYFILE_SIGN_LEN + 1], t[KEYFILE_TIME_LEN];
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < KEYFILE_SIGN_LEN; i++) {
+        hex[2 * i] = digits[k->pub[i] >> 4];
+        hex[2 * i + 1] = digits[k->pub[i] & 15];
+    }
+    hex[2 * KEYFILE_SIGN_LEN] = '\0';
+    bool revoked = k->revoked_at != KEYFILE_FOREVER;
+    int n = snprintf(buf + *used, len - *used, "%s = %s", revoked ? "revoked-sign" : "sign", hex);
+    if (n > 0 && (size_t)n < len - *used)
+        *used += (size_t)n;
+    if (revoked) {
+        keyfile_time_format(k->revoked_at, t, sizeof t);
+        n = snprintf(buf + *used, len - *used, " at=%s", t);
+        if (n > 0 && (size_t)n < len - *used)
+            *used += (size_t)n;
+        if (k->reason[0]) {
+            n = snprintf(buf + *used, len - *used, " reason=\"%s\"", k->reason);
+            if (n > 0 && (size_t)n < len - *used)
+                *used += (size_t)n;
+        }
+    }
+    if (k->not_after != KEYFILE_FOREVER) {
+        keyfile_time_format(k->not_after, t, sizeof t);
+        n = snprintf(buf + *used, len - *used, " not-after=%s", t);
+        if (n > 0 && (size_t)n < len - *used)
+            *used += (size_t)n;
+    }
+    if (*used + 1 < len)
+        buf[(*used)++] = '\n';
+    buf[*used] = '\0';
+}
+
 static bool s_text_safe(const char *s)
 {
     for (; *s; s++)
@@ -382,11 +493,11 @@ static bool s_text_safe(const char *s)
 int keyfile_write_entry(const char *path, const keyfile_t *kf, bool exclusive, char *err, size_t err_len)
 {
     if (!codec_agency_valid(kf->agency) || !s_text_safe(kf->name) || kf->n_keys < 1 ||
-        kf->n_keys > KEYFILE_MAX_KEYS) {
+        kf->n_keys > KEYFILE_MAX_KEYS || kf->n_sign < 0 || kf->n_sign > KEYFILE_MAX_SIGN) {
         snprintf(err, err_len, "%s: refusing to write an invalid entry", path);
         return KEYFILE_SYNTAX;
     }
-    char text[KEYFILE_MAX_KEYS * 320 + 512];
+    char text[(KEYFILE_MAX_KEYS + KEYFILE_MAX_SIGN) * 320 + 512];
     size_t used = 0;
     int n = snprintf(text, sizeof text,
                      "# civibus registry entry of agency %s (format: certs/README.md).\n"
@@ -405,6 +516,14 @@ int keyfile_write_entry(const char *path, const keyfile_t *kf, bool exclusive, c
             return KEYFILE_SYNTAX;
         }
         s_key_text(k, text, sizeof text, &used);
+    }
+    for (int i = 0; i < kf->n_sign; i++) {
+        const keyfile_sign_t *k = &kf->sign[i];
+        if (!s_text_safe(k->reason) || strchr(k->reason, '"') || strchr(k->reason, '\\')) {
+            snprintf(err, err_len, "%s: refusing to write an invalid signing key line", path);
+            return KEYFILE_SYNTAX;
+        }
+        s_sign_text(k, text, sizeof text, &used);
     }
 
     char dir[4096], tmp[4200];

@@ -10,6 +10,12 @@
  *   revoked      a CURVE public key that no longer admits anyone, with its
  *                attributes: "revoked = KEY at=TIME reason="text""
  *   curve-secret the matching CURVE secret key in Z85 (secret key files only)
+ *   sign         an Ed25519 signing public key, 64 hex digits of the raw 32
+ *                bytes, with the attributes of curve (not-after=); at most
+ *                KEYFILE_MAX_SIGN sign and revoked-sign lines per file
+ *   revoked-sign a revoked signing public key, with the attributes of revoked
+ *                (at=, reason=, not-after=); signatures made with it are
+ *                refused from at= on (docs/SIGNING.md)
  * Attributes are NAME=VALUE words separated by blanks; a value holding blanks
  * is written in double quotes (no '"' or '\' inside). An unknown attribute is
  * always an error. Times are UTC, exactly YYYY-MM-DDTHH:MM:SSZ.
@@ -34,6 +40,8 @@
 #define KEYFILE_Z85_LEN 40
 #define KEYFILE_MAX_KEYS 16   /* curve and revoked lines of one file together */
 #define KEYFILE_MAX_CURVE KEYFILE_MAX_KEYS
+#define KEYFILE_MAX_SIGN 4   /* sign and revoked-sign lines of one file together */
+#define KEYFILE_SIGN_LEN 32   /* a raw Ed25519 public key */
 #define KEYFILE_NAME_MAX 128
 #define KEYFILE_REASON_MAX 128
 #define KEYFILE_TIME_LEN 21   /* "2027-11-23T00:00:00Z" and its NUL */
@@ -60,6 +68,15 @@ typedef struct {
     int line;           /* where it was read, 0 when made in memory */
 } keyfile_key_t;
 
+/* One signing public key of a file with its attributes (times as above). */
+typedef struct {
+    uint8_t pub[KEYFILE_SIGN_LEN];
+    int64_t not_after;
+    int64_t revoked_at;
+    char reason[KEYFILE_REASON_MAX + 1];
+    int line;
+} keyfile_sign_t;
+
 typedef struct {
     char agency[65];                                  /* "" when absent */
     char name[KEYFILE_NAME_MAX + 1];                  /* "" when absent */
@@ -71,6 +88,9 @@ typedef struct {
     /* Every key, curve and revoked lines alike, in file order. */
     keyfile_key_t keys[KEYFILE_MAX_KEYS];
     int n_keys;
+    /* Every signing key, sign and revoked-sign lines alike, in file order. */
+    keyfile_sign_t sign[KEYFILE_MAX_SIGN];
+    int n_sign;
 } keyfile_t;
 
 /* Parse path into *out. Requires at least one curve key; when curve-secret is
@@ -95,6 +115,8 @@ int keyfile_write_entry(const char *path, const keyfile_t *kf, bool exclusive, c
 
 /* The status of key at time now (Unix seconds). */
 keyfile_status_t keyfile_key_status(const keyfile_key_t *key, int64_t now);
+/* The same for a signing key. */
+keyfile_status_t keyfile_sign_status(const keyfile_sign_t *key, int64_t now);
 const char *keyfile_status_name(keyfile_status_t status);
 
 /* Parse "YYYY-MM-DDTHH:MM:SSZ" into Unix seconds; -1 when it is not one. */

@@ -46,6 +46,9 @@ static void s_usage(void)
            "or DIR/hub.key and DIR/hub.pub for the hub. For the hub also an Ed25519\n"
            "signing key for the log's checkpoints: DIR/hub-sign.key (PEM, mode 0600;\n"
            "civibusd's signing_key) and DIR/hub-sign.pub (PEM; civibus verify --hub-key).\n"
+           "For an agency also its Ed25519 event signing key: DIR/ID-sign.key (PEM, mode\n"
+           "0600; civibus publish --sign-key) and DIR/ID-sign.pub; with --registry its public\n"
+           "key becomes the entry's \"sign = HEX\" line (docs/SIGNING.md).\n"
            "An existing secret key file is never overwritten.\n\n"
            "Options:\n"
            "  --agency ID       the agency id: dotted labels of a-z 0-9 -, e.g. tax-office\n"
@@ -114,20 +117,25 @@ static int s_publish_file(const char *regdir, const char *path, const char *text
     return 0;
 }
 
-static int s_register(const char *dir, const char *regdir, const char *agency)
+static int s_register(const char *dir, const char *regdir, const char *agency, const char *sign_line)
 {
-    char src[PATH_MAX], dst[PATH_MAX], text[S_PUB_MAX];
+    char src[PATH_MAX], dst[PATH_MAX], text[S_PUB_MAX + 160];
     size_t len;
     if (s_path(src, sizeof src, dir, agency, ".pub") != 0 || s_path(dst, sizeof dst, regdir, agency, ".pub") != 0)
         return CLI_EXIT_FILE;
-    if (s_read_small(src, text, sizeof text, &len) != 0 || s_publish_file(regdir, dst, text, len) != 0)
+    if (s_read_small(src, text, S_PUB_MAX, &len) != 0)
+        return CLI_EXIT_FILE;
+    int n = snprintf(text + len, sizeof text - len, "%s", sign_line);
+    len += n > 0 ? (size_t)n : 0;
+    if (s_publish_file(regdir, dst, text, len) != 0)
         return CLI_EXIT_FILE;
     printf("registered %s\n", dst);
     return CLI_EXIT_OK;
 }
 
-/* The hub's Ed25519 signing key pair. */
-static int s_signing_keygen(const char *keypath, const char *pubpath)
+/* An Ed25519 signing key pair (the hub's, or an agency's); when sign_line
+ * is not NULL it gets the registry line "sign = HEX\n" of the public key. */
+static int s_signing_keygen(const char *keypath, const char *pubpath, char *sign_line, size_t line_len)
 {
     char err[512];
     crypto_key_t *key = crypto_key_generate();
@@ -140,13 +148,20 @@ static int s_signing_keygen(const char *keypath, const char *pubpath)
         rc = crypto_key_write_public(key, pubpath, err, sizeof err);
     char id[CRYPTO_KEYID_HEX];
     crypto_key_id_hex(key, id);
+    if (sign_line) {
+        uint8_t pub[CRYPTO_PUB_LEN];
+        char hex[2 * CRYPTO_PUB_LEN + 1];
+        crypto_key_public(key, pub);
+        crypto_hex(pub, sizeof pub, hex);
+        snprintf(sign_line, line_len, "sign = %s\n", hex);
+    }
     crypto_key_destroy(&key);
     if (rc != CRYPTO_OK) {
         cli_err("keygen: %s", err);
         return CLI_EXIT_FILE;
     }
     printf("wrote %s (signing key, mode 0600: keep it private; key id %s)\n", keypath, id);
-    printf("wrote %s (signing public key, for civibus verify --hub-key)\n", pubpath);
+    printf("wrote %s (signing public key%s)\n", pubpath, sign_line ? "" : ", for civibus verify --hub-key");
     return CLI_EXIT_OK;
 }
 
@@ -203,11 +218,12 @@ int cmd_keygen(int argc, char **argv)
         }
     }
 
-    char signkey[PATH_MAX], signpub[PATH_MAX];
-    if (hub) {
+    char signkey[PATH_MAX], signpub[PATH_MAX], signbase[CODEC_AGENCY_MAX + 8];
+    snprintf(signbase, sizeof signbase, "%s-sign", base);
+    {
         struct stat st;
-        if (s_path(signkey, sizeof signkey, dir, "hub-sign", ".key") != 0 ||
-            s_path(signpub, sizeof signpub, dir, "hub-sign", ".pub") != 0)
+        if (s_path(signkey, sizeof signkey, dir, signbase, ".key") != 0 ||
+            s_path(signpub, sizeof signpub, dir, signbase, ".pub") != 0)
             return CLI_EXIT_FILE;
         /* Checked first, so that a refusal leaves no orphan CURVE keys. */
         if (lstat(signkey, &st) == 0) {
@@ -224,6 +240,12 @@ int cmd_keygen(int argc, char **argv)
     printf("wrote %s (secret key, mode 0600: keep it private)\n", keypath);
     printf("wrote %s (public key)\n", pubpath);
     if (hub)
-        return s_signing_keygen(signkey, signpub);
-    return regdir ? s_register(dir, regdir, agency) : CLI_EXIT_OK;
+        return s_signing_keygen(signkey, signpub, NULL, 0);
+    /* The agency's signing key (docs/SIGNING.md): its public half goes into
+     * the registry entry as a "sign" line. */
+    char sign_line[160];
+    int rc = s_signing_keygen(signkey, signpub, sign_line, sizeof sign_line);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    return regdir ? s_register(dir, regdir, agency, sign_line) : CLI_EXIT_OK;
 }

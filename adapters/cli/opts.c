@@ -115,6 +115,7 @@ civ_client_t *cli_connect(const cli_conn_t *conn, unsigned window, int *exit_cod
         .endpoint = conn->hub,
         .hub_key_file = conn->hub_key,
         .key_file = conn->key,
+        .sign_key_file = conn->sign_key,
         .timeout_ms = conn->timeout_ms,
         .window = window,
     };

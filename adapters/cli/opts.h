@@ -49,6 +49,7 @@ typedef struct {
     const char *hub_key;
     const char *key;
     int timeout_ms; /* 0: not given */
+    const char *sign_key; /* Ed25519 signing key (publish --sign-key); NULL: unsigned */
 } cli_conn_t;
 
 /* Next option, as getopt_long with argv[0] the command name. Returns the

@@ -39,7 +39,8 @@ enum {
     S_OPT_DATA,
     S_OPT_DATA_BASE64,
     S_OPT_CONTENT_TYPE,
-    S_OPT_STDIN
+    S_OPT_STDIN,
+    S_OPT_SIGN_KEY
 };
 
 static const struct option s_longopts[] = {
@@ -55,6 +56,7 @@ static const struct option s_longopts[] = {
     {"data-base64", required_argument, NULL, S_OPT_DATA_BASE64},
     {"content-type", required_argument, NULL, S_OPT_CONTENT_TYPE},
     {"stdin", no_argument, NULL, S_OPT_STDIN},
+    {"sign-key", required_argument, NULL, S_OPT_SIGN_KEY},
     {NULL, 0, NULL, 0},
 };
 
@@ -78,6 +80,8 @@ static void s_usage(void)
            "  --data JSON          the payload, any JSON value, sent compact as application/json\n"
            "  --data @FILE         the same, read from FILE (@- reads stdin)\n"
            "  --data-base64 B64    a binary payload\n"
+           "  --sign-key FILE      sign the events with this agency's Ed25519 key\n"
+           "                       (AGENCY-sign.key; docs/SIGNING.md)      [CIVIBUS_SIGN_KEY]\n"
            "  --content-type T     its media type (default application/octet-stream)\n"
            "  --stdin              read events as JSON lines from stdin (see docs/CLI.md):\n"
            "                       {\"type\":...,\"event_id\":...,\"subject\":...,\"correlation_id\":...,\n"
@@ -579,6 +583,7 @@ int cmd_publish(int argc, char **argv)
         case S_OPT_DATA_BASE64: o.data_b64 = optarg; break;
         case S_OPT_CONTENT_TYPE: o.ev.content_type = optarg; break;
         case S_OPT_STDIN: from_stdin = true; break;
+        case S_OPT_SIGN_KEY: conn.sign_key = optarg; break;
         default: return CLI_EXIT_USAGE;
         }
     }
@@ -601,6 +606,8 @@ int cmd_publish(int argc, char **argv)
     int rc = cli_conn_finish(&conn);
     if (rc != CLI_EXIT_OK)
         return rc;
+    if (!conn.sign_key && getenv("CIVIBUS_SIGN_KEY") && getenv("CIVIBUS_SIGN_KEY")[0])
+        conn.sign_key = getenv("CIVIBUS_SIGN_KEY");
     if (from_stdin)
         return s_run_stdin(&conn);
     rc = s_run_single(&conn, &o);

@@ -27,7 +27,7 @@
                       1u << CIV_START_SEQ | 1u << CIV_START_TIME)
 #define S_POLL_MS 200      /* how often a waiting tail looks at the signal flag */
 
-enum { S_OPT_NAME = CLI_OPT_CMD, S_OPT_FILTER, S_OPT_FROM, S_OPT_COUNT, S_OPT_WINDOW };
+enum { S_OPT_NAME = CLI_OPT_CMD, S_OPT_FILTER, S_OPT_FROM, S_OPT_COUNT, S_OPT_WINDOW, S_OPT_VERIFY, S_OPT_REGISTRY };
 
 static const struct option s_tail_opts[] = {
     CLI_OPTS_HELP,
@@ -37,6 +37,8 @@ static const struct option s_tail_opts[] = {
     {"from", required_argument, NULL, S_OPT_FROM},
     {"count", required_argument, NULL, S_OPT_COUNT},
     {"window", required_argument, NULL, S_OPT_WINDOW},
+    {"verify", no_argument, NULL, S_OPT_VERIFY},
+    {"registry", required_argument, NULL, S_OPT_REGISTRY},
     {NULL, 0, NULL, 0},
 };
 
@@ -45,6 +47,8 @@ static const struct option s_replay_opts[] = {
     CLI_OPTS_CONN,
     {"from", required_argument, NULL, S_OPT_FROM},
     {"count", required_argument, NULL, S_OPT_COUNT},
+    {"verify", no_argument, NULL, S_OPT_VERIFY},
+    {"registry", required_argument, NULL, S_OPT_REGISTRY},
     {NULL, 0, NULL, 0},
 };
 
@@ -72,6 +76,9 @@ static void s_tail_usage(void)
            "                  first, latest (only new events), cursor, seq:N, time:ISO8601\n"
            "  --count N       stop after N events\n"
            "  --window N      events the hub may send ahead of printing (default %d)\n"
+           "  --verify        check each event's signature (docs/SIGNING.md): print \"verified\":true,\n"
+           "                  or name the seq and why on stderr; exit 1 at the end if any failed\n"
+           "  --registry DIR  the agency registry holding the signing keys  [CIVIBUS_REGISTRY]\n"
            "  --help          this text\n\n" S_EVENT_USAGE CLI_CONN_USAGE,
            S_WINDOW);
 }
@@ -85,16 +92,72 @@ static void s_replay_usage(void)
            "  --from START    first, seq:N, or time:ISO8601 (the first event received then\n"
            "                  or later)\n"
            "  --count N       print at most N events\n"
+           "  --verify        check each event's signature (docs/SIGNING.md): print \"verified\":true,\n"
+           "                  or name the seq and why on stderr; exit 1 at the end if any failed\n"
+           "  --registry DIR  the agency registry holding the signing keys  [CIVIBUS_REGISTRY]\n"
            "  --help          this text\n\n" S_EVENT_USAGE CLI_CONN_USAGE);
 }
 
-/* Print one event line. Returns 0, or -1 when out of memory. */
+/* --verify: the registry's signing keys, and how many events failed. */
+static civ_verifier_t *s_verifier;
+static uint64_t s_unverified;
+
+/* Load the verifier for --verify (registry: --registry or CIVIBUS_REGISTRY).
+ * Returns an exit code. */
+static int s_verify_open(const char *cmd, bool verify, const char *registry)
+{
+    if (!verify)
+        return CLI_EXIT_OK;
+    if (!registry || !registry[0])
+        registry = getenv("CIVIBUS_REGISTRY");
+    if (!registry || !registry[0]) {
+        cli_err("%s: --verify needs the agency registry: give --registry DIR or set CIVIBUS_REGISTRY", cmd);
+        return CLI_EXIT_USAGE;
+    }
+    civ_error_t err = {0};
+    s_verifier = civ_verifier_new(registry, &err);
+    if (!s_verifier) {
+        cli_err("%s: %s", cmd, err.message);
+        return CLI_EXIT_FILE;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* After --verify: rc, or CLI_EXIT_REFUSED when an event failed. */
+static int s_verify_close(const char *cmd, int rc)
+{
+    if (!s_verifier)
+        return rc;
+    civ_verifier_destroy(&s_verifier);
+    if (s_unverified) {
+        cli_err("%s: %" PRIu64 " event(s) failed verification", cmd, s_unverified);
+        return rc == CLI_EXIT_OK ? CLI_EXIT_REFUSED : rc;
+    }
+    return rc;
+}
+
+/* Print one event line (with "verified":true when --verify passed; a failure
+ * is named on stderr). Returns 0, or -1 when out of memory. */
 static int s_print(const civ_delivery_t *d)
 {
     char *line = jsonev_delivery_line(d);
     if (!line) {
         cli_err("out of memory");
         return -1;
+    }
+    if (s_verifier) {
+        char why[256];
+        int v = civ_verifier_check(s_verifier, d, why, sizeof why);
+        size_t len = strlen(line);
+        if (v == CIV_OK && len && line[len - 1] == '}') {
+            line[len - 1] = '\0';
+            fputs(line, stdout);
+            fputs(",\"verified\":true}\n", stdout);
+            free(line);
+            return 0;
+        }
+        s_unverified++;
+        cli_err("seq %" PRIu64 ": not verified: %s: %s", d->seq, civ_error_name(v), why[0] ? why : civ_strerror(v));
     }
     fputs(line, stdout);
     fputc('\n', stdout);
@@ -213,6 +276,8 @@ int cmd_tail(int argc, char **argv)
     size_t n_filters = 0;
     civ_start_t start = {.kind = CIV_START_CURSOR};
     uint64_t count = 0, window = S_WINDOW;
+    bool verify = false;
+    const char *registry = NULL;
     int c;
     while ((c = cli_getopt(argc, argv, s_tail_opts)) != -1) {
         int r = cli_conn_option(&conn, c, optarg);
@@ -239,6 +304,8 @@ int cmd_tail(int argc, char **argv)
             if (cli_parse_u64("--window", optarg, 1, S_WINDOW_MAX, &window) != 0)
                 return CLI_EXIT_USAGE;
             break;
+        case S_OPT_VERIFY: verify = true; break;
+        case S_OPT_REGISTRY: registry = optarg; break;
         default: return CLI_EXIT_USAGE;
         }
     }
@@ -257,10 +324,12 @@ int cmd_tail(int argc, char **argv)
     int rc = cli_conn_finish(&conn);
     if (rc != CLI_EXIT_OK)
         return rc;
+    if ((rc = s_verify_open("tail", verify, registry)) != CLI_EXIT_OK)
+        return rc;
     s_tail_t t = {.name = name};
     t.client = cli_connect(&conn, 0, &rc);
     if (!t.client)
-        return rc;
+        return s_verify_close("tail", rc);
     s_catch_signals();
     int err = civ_subscribe(t.client, name, filters, n_filters, start, (uint32_t)window);
     if (err != CIV_OK) {
@@ -280,7 +349,7 @@ int cmd_tail(int argc, char **argv)
         civ_unsubscribe(t.client, name);
     }
     civ_client_destroy(&t.client);
-    return rc;
+    return s_verify_close("tail", rc);
 }
 
 /* --- replay ---------------------------------------------------------------------- */
@@ -290,6 +359,8 @@ int cmd_replay(int argc, char **argv)
     cli_conn_t conn = {0};
     civ_start_t from = {.kind = CIV_START_FIRST};
     uint64_t count = 0;
+    bool verify = false;
+    const char *registry = NULL;
     int c;
     while ((c = cli_getopt(argc, argv, s_replay_opts)) != -1) {
         int r = cli_conn_option(&conn, c, optarg);
@@ -309,15 +380,19 @@ int cmd_replay(int argc, char **argv)
             if (cli_parse_u64("--count", optarg, 1, UINT64_MAX, &count) != 0)
                 return CLI_EXIT_USAGE;
             break;
+        case S_OPT_VERIFY: verify = true; break;
+        case S_OPT_REGISTRY: registry = optarg; break;
         default: return CLI_EXIT_USAGE;
         }
     }
     int rc = cli_conn_finish(&conn);
     if (rc != CLI_EXIT_OK)
         return rc;
+    if ((rc = s_verify_open("replay", verify, registry)) != CLI_EXIT_OK)
+        return rc;
     civ_client_t *client = cli_connect(&conn, 0, &rc);
     if (!client)
-        return rc;
+        return s_verify_close("replay", rc);
     civ_error_t err = {0};
     civ_replay_t *replay = civ_replay_open(client, from, count, &err);
     if (!replay) {
@@ -354,5 +429,5 @@ int cmd_replay(int argc, char **argv)
     civ_replay_destroy(&replay);
 destroy_client:
     civ_client_destroy(&client);
-    return rc;
+    return s_verify_close("replay", rc);
 }

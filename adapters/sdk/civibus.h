@@ -45,6 +45,7 @@ enum civ_err {
     CIV_E_UNKNOWN_SUBSCRIPTION = -7,
     CIV_E_BAD_REQUEST = -8,
     CIV_E_UNSUPPORTED_VERSION = -9,
+    CIV_E_BAD_SIGNATURE = -10, /* a signature does not verify (hub or civ_verifier_check) */
     /* Codes of the library itself. */
     CIV_E_TIMEOUT = -20,   /* no answer in time; safe to retry */
     CIV_E_INVALID = -21,   /* bad argument (the message says which) */
@@ -52,14 +53,17 @@ enum civ_err {
     CIV_E_TRANSPORT = -23, /* ZeroMQ refused (endpoint, socket option) */
     CIV_E_PROTOCOL = -24,  /* the hub sent something undecodable or unexpected */
     CIV_E_NOMEM = -25,
+    CIV_E_UNSIGNED = -26,    /* civ_verifier_check: the event carries no signature */
+    CIV_E_UNKNOWN_KEY = -27, /* civ_verifier_check: no signing key of the source with that id */
 };
 
 /* Human-readable description of a civ_err code. Static string. */
 const char *civ_strerror(int code);
 /* Short machine name: "not_authorised", "malformed", "too_large",
  * "storage_full", "unavailable", "internal", "unknown_subscription",
- * "bad_request", "unsupported_version", "timeout", "invalid", "key",
- * "transport", "protocol", "nomem". Static string. */
+ * "bad_request", "unsupported_version", "bad_signature", "timeout",
+ * "invalid", "key", "transport", "protocol", "nomem", "unsigned",
+ * "unknown_key". Static string. */
 const char *civ_error_name(int code);
 
 #define CIV_ID_MAX 128
@@ -80,6 +84,10 @@ typedef struct {
     int timeout_ms;           /* default for blocking calls (0: 5000) */
     unsigned window;          /* publish events in flight, at most (0: 1024) */
     unsigned batch;           /* events per Publish message, at most (0: 64) */
+    /* This agency's Ed25519 signing key (AGENCY-sign.key, PKCS#8 PEM, mode
+     * 0600; civibus keygen writes it). When set, every Publish batch is
+     * signed (docs/SIGNING.md); NULL publishes unsigned events. */
+    const char *sign_key_file;
 } civ_options_t;
 
 /* Create a client and connect (ZeroMQ connects in the background; the first
@@ -219,6 +227,29 @@ civ_replay_t *civ_replay_open(civ_client_t *self, civ_start_t from, uint64_t cou
  * returned as its code; CIV_E_INVALID once the client was destroyed. */
 int civ_replay_next(civ_replay_t *self, civ_delivery_t **out, int timeout_ms);
 void civ_replay_destroy(civ_replay_t **self_p);
+
+/* ---- verifying signed events (docs/SIGNING.md) ------------------------- */
+
+/* Check one received event's signature against the raw 32-byte Ed25519
+ * public key of its source. CIV_OK when it verifies; CIV_E_UNSIGNED when the
+ * event carries no signature; CIV_E_UNKNOWN_KEY when its key id is not that
+ * key's; CIV_E_BAD_SIGNATURE when the fields are malformed, the inclusion
+ * path is wrong or the signature fails; CIV_E_MALFORMED when d->raw is not
+ * an event; CIV_E_INVALID for NULL arguments. */
+int civ_event_verify(const civ_delivery_t *d, const uint8_t *public_key32);
+
+/* The signing keys of every agency of a registry folder (one AGENCY.pub per
+ * agency, certs/README.md), loaded once. */
+typedef struct civ_verifier civ_verifier_t;
+/* Load registry_dir's "sign" and "revoked-sign" lines. NULL on error (an
+ * unreadable folder or an invalid entry), with *err filled when not NULL. */
+civ_verifier_t *civ_verifier_new(const char *registry_dir, civ_error_t *err);
+void civ_verifier_destroy(civ_verifier_t **self_p);
+/* Check d against its source agency's key with the event's key id, valid
+ * (not expired, not revoked) at d->received_at, the hub's receive time.
+ * Returns as civ_event_verify, and CIV_E_UNKNOWN_KEY also for a key that
+ * was not valid then. why (may be NULL) gets a one-line reason. */
+int civ_verifier_check(const civ_verifier_t *self, const civ_delivery_t *d, char *why, size_t why_len);
 
 /* Round trip to the hub. Fills the hub's last sequence number (may be NULL). */
 int civ_ping(civ_client_t *self, uint64_t *last_seq);

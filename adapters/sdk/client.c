@@ -139,6 +139,15 @@ civ_client_t *civ_client_new(const civ_options_t *options, civ_error_t *err)
     self->next_request_id = 1;
     sdk_rand_init(&self->rnd);
     sdk_pub_init(&self->pub);
+    if (options->sign_key_file) {
+        char why[512];
+        int crc = crypto_key_read_secret(options->sign_key_file, &self->sign_key, why, sizeof why);
+        if (crc != CRYPTO_OK) {
+            rc = sdk_error_set(err, CIV_E_KEY, "signing key: %s", why);
+            goto destroy_client;
+        }
+        crypto_key_id(self->sign_key, self->sign_key_id);
+    }
 
     self->ctx = zmq_ctx_new();
     self->sock = self->ctx ? zmq_socket(self->ctx, ZMQ_DEALER) : NULL;
@@ -175,6 +184,7 @@ void civ_client_destroy(civ_client_t **self_p)
     sdk_subs_free(self);
     sdk_pub_free(&self->pub);
     sdk_status_free(&self->status);
+    crypto_key_destroy(&self->sign_key);
     if (self->monitor) {
         zmq_socket_monitor(self->sock, NULL, 0);
         zmq_close(self->monitor);

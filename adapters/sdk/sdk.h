@@ -33,6 +33,8 @@
 
 #include "civibus.h"
 #include "codec.h"
+#include "crypto.h"
+#include "evsign.h"
 
 /* Largest frame accepted from the hub (bytes). */
 #define SDK_MAX_FRAME ((size_t)64 << 20)
@@ -206,6 +208,8 @@ struct civ_client {
     sdk_subs_t subs;
     civ_replay_t *replays; /* open replays, linked through civ_replay */
     sdk_status_t status;
+    crypto_key_t *sign_key; /* NULL: publish unsigned */
+    uint8_t sign_key_id[CRYPTO_KEYID_LEN];
 };
 
 /* A fresh request id (never 0). */

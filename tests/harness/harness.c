@@ -112,13 +112,32 @@ static int s_keygen(harness_t *self, const char *agency, bool registered)
         fprintf(stderr, "harness: keygen %s: %s\n", agency, err);
         return -1;
     }
+    /* Every agency also gets an Ed25519 signing key (docs/SIGNING.md). */
+    char spath[1200];
+    crypto_key_t *sign = crypto_key_generate();
+    snprintf(spath, sizeof spath, "%s/%s-sign.key", self->keys, agency);
+    int rc = sign ? crypto_key_write_secret(sign, spath, err, sizeof err) : CRYPTO_INTERNAL;
+    uint8_t pub[CRYPTO_PUB_LEN];
+    char hex[2 * CRYPTO_PUB_LEN + 1];
+    if (rc == CRYPTO_OK) {
+        crypto_key_public(sign, pub);
+        crypto_hex(pub, sizeof pub, hex);
+        snprintf(spath, sizeof spath, "%s/%s-sign.pub", self->keys, agency);
+        rc = crypto_key_write_public(sign, spath, err, sizeof err);
+    }
+    crypto_key_destroy(&sign);
+    if (rc != CRYPTO_OK) {
+        fprintf(stderr, "harness: signing key of %s: %s\n", agency, crypto_strerror(rc));
+        return -1;
+    }
     snprintf(self->key_names[self->n_keys], sizeof self->key_names[0], "%s", agency);
     snprintf(self->key_paths[self->n_keys], sizeof self->key_paths[0], "%s/%s.key", self->keys, agency);
     self->n_keys++;
     if (!registered)
         return 0;
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "cp '%s/%s.pub' '%s/%s.pub'", self->keys, agency, self->registry, agency);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "cp '%s/%s.pub' '%s/%s.pub' && echo 'sign = %s' >> '%s/%s.pub'", self->keys, agency,
+             self->registry, agency, hex, self->registry, agency);
     return system(cmd) == 0 ? 0 : -1;
 }
 
@@ -130,6 +149,15 @@ int harness_add_agency(harness_t *self, const char *agency)
 int harness_add_outsider(harness_t *self, const char *agency)
 {
     return s_keygen(self, agency, false);
+}
+
+const char *harness_sign_key(harness_t *self, const char *agency)
+{
+    static __thread char path[1200];
+    if (!harness_key(self, agency))
+        return NULL;
+    snprintf(path, sizeof path, "%s/%s-sign.key", self->keys, agency);
+    return path;
 }
 
 const char *harness_key(harness_t *self, const char *agency)

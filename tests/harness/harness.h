@@ -47,6 +47,10 @@ const char *harness_hub_pub(const harness_t *self);
 /* The hub's signing public key (PEM), for civibus verify --hub-key; the hub
  * always runs with the matching signing_key. */
 const char *harness_hub_sign_pub(const harness_t *self);
+/* Path of agency's Ed25519 signing key (AGENCY-sign.key; its public half is
+ * in the registry entry as a "sign" line for registered agencies). Valid
+ * until the next call in this thread. */
+const char *harness_sign_key(harness_t *self, const char *agency);
 /* Path of agency's secret key file (valid while the harness lives). */
 const char *harness_key(harness_t *self, const char *agency);
 
