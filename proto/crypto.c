@@ -13,6 +13,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,10 +51,26 @@ static void s_err(char *err, size_t err_len, const char *fmt, const char *a, con
 
 /* --- SHA-256 ------------------------------------------------------------- */
 
+/* EVP_sha256() makes OpenSSL 3 look the algorithm up again at every digest,
+ * which costs more than hashing the few dozen bytes of a tree node; fetch it
+ * once for the process (it stays referenced until exit). */
+static EVP_MD *s_sha256_md;
+static pthread_once_t s_sha256_once = PTHREAD_ONCE_INIT;
+
+static void s_sha256_fetch(void)
+{
+    s_sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 int crypto_sha256(const void *data, size_t len, uint8_t out[CRYPTO_SHA256_LEN])
 {
+    pthread_once(&s_sha256_once, s_sha256_fetch);
+    EVP_MD_CTX *ctx = s_sha256_md ? EVP_MD_CTX_new() : NULL;
     unsigned int n = 0;
-    if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1 || n != CRYPTO_SHA256_LEN) {
+    int ok = ctx && EVP_DigestInit_ex(ctx, s_sha256_md, NULL) == 1 && EVP_DigestUpdate(ctx, data, len) == 1 &&
+             EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == CRYPTO_SHA256_LEN;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) {
         ERR_clear_error();
         return CRYPTO_INTERNAL;
     }
