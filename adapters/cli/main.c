@@ -69,7 +69,9 @@ int cli_exit_code(int civ_err)
     case CIV_E_UNKNOWN_SUBSCRIPTION:
     case CIV_E_BAD_REQUEST:
     case CIV_E_UNSUPPORTED_VERSION:
-    case CIV_E_BAD_SIGNATURE: return CLI_EXIT_REFUSED;
+    case CIV_E_BAD_SIGNATURE:
+    case CIV_E_UNSIGNED:
+    case CIV_E_UNKNOWN_KEY: return CLI_EXIT_REFUSED;
     case CIV_E_TIMEOUT:
     case CIV_E_TRANSPORT: return CLI_EXIT_UNREACHABLE;
     case CIV_E_INVALID: return CLI_EXIT_USAGE;
@@ -96,6 +98,7 @@ static void s_usage(FILE *out)
                  "  CIVIBUS_TIMEOUT   timeout of each hub request, milliseconds   (--timeout)\n"
                  "  CIVIBUS_POLICY    access policy file of `policy explain`      (--policy)\n"
                  "  CIVIBUS_REGISTRY  agency registry folder of `registry ...`    (--registry)\n"
+                 "  CIVIBUS_SIGN_KEY  this agency's signing key for `publish`     (--sign-key)\n"
                  "\n"
                  "Exit codes:\n"
                  "  0  success\n"
