@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -415,41 +416,52 @@ static int s_write(const char *path, int flags, mode_t mode, const char *text, c
     return KEYFILE_OK;
 }
 
-/* Append one key line to buf (of len, used *used). */
-static void s_key_text(const keyfile_key_t *k, char *buf, size_t len, size_t *used)
+/* Append printf-style text to buf (of len, used *used); what does not fit is
+ * dropped (callers size buf for the largest entry). */
+static void s_append(char *buf, size_t len, size_t *used, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void s_append(char *buf, size_t len, size_t *used, const char *fmt, ...)
 {
-    char t[KEYFILE_TIME_LEN];
-    int n;
-    bool revoked = k->revoked_at != KEYFILE_FOREVER;
-    n = snprintf(buf + *used, len - *used, "%s = %s", revoked ? "revoked" : "curve", k->z85);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *used, len - *used, fmt, ap);
+    va_end(ap);
     if (n > 0 && (size_t)n < len - *used)
         *used += (size_t)n;
-    if (revoked) {
-        keyfile_time_format(k->revoked_at, t, sizeof t);
-        n = snprintf(buf + *used, len - *used, " at=%s", t);
-        if (n > 0 && (size_t)n < len - *used)
-            *used += (size_t)n;
-        if (k->reason[0]) {
-            n = snprintf(buf + *used, len - *used, " reason=\"%s\"", k->reason);
-            if (n > 0 && (size_t)n < len - *used)
-                *used += (size_t)n;
-        }
+}
+
+/* Append the line "NAME = VALUE [at=...] [reason=...] [not-after=...]". */
+static void s_line_text(const char *name, const char *value, int64_t revoked_at, const char *reason,
+                        int64_t not_after, char *buf, size_t len, size_t *used)
+{
+    char t[KEYFILE_TIME_LEN];
+    s_append(buf, len, used, "%s = %s", name, value);
+    if (revoked_at != KEYFILE_FOREVER) {
+        keyfile_time_format(revoked_at, t, sizeof t);
+        s_append(buf, len, used, " at=%s", t);
+        if (reason[0])
+            s_append(buf, len, used, " reason=\"%s\"", reason);
     }
-    if (k->not_after != KEYFILE_FOREVER) {
-        keyfile_time_format(k->not_after, t, sizeof t);
-        n = snprintf(buf + *used, len - *used, " not-after=%s", t);
-        if (n > 0 && (size_t)n < len - *used)
-            *used += (size_t)n;
+    if (not_after != KEYFILE_FOREVER) {
+        keyfile_time_format(not_after, t, sizeof t);
+        s_append(buf, len, used, " not-after=%s", t);
     }
     if (*used + 1 < len)
         buf[(*used)++] = '\n';
     buf[*used] = '\0';
 }
 
+/* Append one CURVE key line to buf (of len, used *used). */
+static void s_key_text(const keyfile_key_t *k, char *buf, size_t len, size_t *used)
+{
+    bool revoked = k->revoked_at != KEYFILE_FOREVER;
+    s_line_text(revoked ? "revoked" : "curve", k->z85, k->revoked_at, k->reason, k->not_after, buf, len, used);
+}
+
 /* Append one signing key line to buf (of len, used *used). */
 static void s_sign_text(const keyfile_sign_t *k, char *buf, size_t len, size_t *used)
 {
-    char hex[2 * KEYFILE_SIGN_LEN + 1], t[KEYFILE_TIME_LEN];
+    char hex[2 * KEYFILE_SIGN_LEN + 1];
     static const char digits[] = "0123456789abcdef";
     for (int i = 0; i < KEYFILE_SIGN_LEN; i++) {
         hex[2 * i] = digits[k->pub[i] >> 4];
@@ -457,29 +469,7 @@ static void s_sign_text(const keyfile_sign_t *k, char *buf, size_t len, size_t *
     }
     hex[2 * KEYFILE_SIGN_LEN] = '\0';
     bool revoked = k->revoked_at != KEYFILE_FOREVER;
-    int n = snprintf(buf + *used, len - *used, "%s = %s", revoked ? "revoked-sign" : "sign", hex);
-    if (n > 0 && (size_t)n < len - *used)
-        *used += (size_t)n;
-    if (revoked) {
-        keyfile_time_format(k->revoked_at, t, sizeof t);
-        n = snprintf(buf + *used, len - *used, " at=%s", t);
-        if (n > 0 && (size_t)n < len - *used)
-            *used += (size_t)n;
-        if (k->reason[0]) {
-            n = snprintf(buf + *used, len - *used, " reason=\"%s\"", k->reason);
-            if (n > 0 && (size_t)n < len - *used)
-                *used += (size_t)n;
-        }
-    }
-    if (k->not_after != KEYFILE_FOREVER) {
-        keyfile_time_format(k->not_after, t, sizeof t);
-        n = snprintf(buf + *used, len - *used, " not-after=%s", t);
-        if (n > 0 && (size_t)n < len - *used)
-            *used += (size_t)n;
-    }
-    if (*used + 1 < len)
-        buf[(*used)++] = '\n';
-    buf[*used] = '\0';
+    s_line_text(revoked ? "revoked-sign" : "sign", hex, k->revoked_at, k->reason, k->not_after, buf, len, used);
 }
 
 static bool s_text_safe(const char *s)
