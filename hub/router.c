@@ -6,6 +6,10 @@
  * request stays alive until its batch is committed, because the journal
  * entries point into it; the answer for every event of a request goes back
  * in one PublishReply, in event order.
+ *
+ * A socket monitor on the ROUTER reports handshakes that fail inside libzmq
+ * (s_on_monitor): the only trace of garbage, a wrong mechanism, a wrong
+ * server key or a timeout, which never reach the ZAP handler.
  */
 #include "router.h"
 
@@ -37,6 +41,10 @@
 #endif
 
 #define ZAP_DOMAIN "civibus"
+/* One router per context, so the name is unique where it must be. */
+#define MONITOR_ENDPOINT "inproc://civibus-monitor"
+#define MONITOR_EVENTS                                                                                          \
+    (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
 #define READ_BURST 4096       /* messages read before the batch is committed */
 #define REPLAY_MAX_BYTES (128 * 1024)
 /* Messages queued per peer, each way. Publish replies must not be dropped
@@ -80,12 +88,14 @@ typedef struct {
     uint64_t commits;
     uint64_t replies_lost;
     uint64_t key_refused; /* messages of a key revoked or expired since its handshake */
+    uint64_t handshakes_failed; /* every failure the monitor saw, ZAP refusals included */
 } s_stats_t;
 
 struct router {
     const config_t *cfg;
     void *ctx;
     void *sock;
+    void *monitor; /* PAIR reading the ROUTER's monitor events; NULL if it could not start */
     auth_t *auth;
     policy_t *policy; /* NULL: no policy file, everything allowed */
     journal_t *journal;
@@ -784,6 +794,125 @@ static int s_read_one(router_t *self)
     return 1;
 }
 
+/* ---- handshake monitor --------------------------------------------------- */
+
+/* Start the ROUTER's monitor and connect self->monitor to it. A hub without
+ * it still serves, only blind to failed handshakes, so a failure is a warning,
+ * not a reason to refuse to start. */
+static void s_monitor_open(router_t *self)
+{
+    int err;
+    if (zmq_socket_monitor(self->sock, MONITOR_ENDPOINT, MONITOR_EVENTS) != 0) {
+        err = zmq_errno();
+        goto failed;
+    }
+    self->monitor = zmq_socket(self->ctx, ZMQ_PAIR);
+    if (!self->monitor) {
+        err = zmq_errno();
+        goto stop_monitor;
+    }
+    int linger = 0;
+    zmq_setsockopt(self->monitor, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(self->monitor, MONITOR_ENDPOINT) != 0) {
+        err = zmq_errno();
+        goto close_pair;
+    }
+    return;
+close_pair:
+    zmq_close(self->monitor);
+    self->monitor = NULL;
+stop_monitor:
+    zmq_socket_monitor(self->sock, NULL, 0);
+failed:
+    log_warn("router", "event=monitor_failed error=\"%s\" effect=\"failed handshakes are not logged\"",
+             zmq_strerror(err));
+}
+
+/* Stop the monitor before the ROUTER closes and the context terminates: the
+ * monitor's own PAIR inside libzmq must be gone, and ours closed, or
+ * zmq_ctx_term waits on them. */
+static void s_monitor_close(router_t *self)
+{
+    if (!self->monitor)
+        return;
+    zmq_socket_monitor(self->sock, NULL, 0);
+    zmq_close(self->monitor);
+    self->monitor = NULL;
+}
+
+/* Read one monitor event: frame 1 is a 16-bit event id and a 32-bit value
+ * (native byte order), frame 2 the endpoint. Returns 1 when one was read, 0
+ * when none was waiting. */
+static int s_monitor_read(router_t *self, uint16_t *event, uint32_t *value, char *addr, size_t addr_len)
+{
+    zmq_msg_t frame;
+    zmq_msg_init(&frame);
+    if (zmq_msg_recv(&frame, self->monitor, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&frame);
+        return 0;
+    }
+    bool ok = zmq_msg_size(&frame) == 6;
+    if (ok) {
+        const uint8_t *d = zmq_msg_data(&frame);
+        memcpy(event, d, sizeof *event);
+        memcpy(value, d + 2, sizeof *value);
+    }
+    int more = zmq_msg_more(&frame);
+    zmq_msg_close(&frame);
+    addr[0] = '\0';
+    while (more) {
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, self->monitor, 0) < 0) {
+            zmq_msg_close(&frame);
+            break;
+        }
+        size_t n = zmq_msg_size(&frame);
+        if (!addr[0] && addr_len) {
+            n = n < addr_len - 1 ? n : addr_len - 1;
+            memcpy(addr, zmq_msg_data(&frame), n);
+            addr[n] = '\0';
+        }
+        more = zmq_msg_more(&frame);
+        zmq_msg_close(&frame);
+    }
+    if (!ok)
+        *event = 0;
+    return 1;
+}
+
+/* Count and log every handshake libzmq gave up on. A ZAP refusal
+ * (HANDSHAKE_FAILED_AUTH) is counted but not logged again: the ZAP handler
+ * already wrote handshake_refused with the agency and key, which this event
+ * lacks. Everything else never reached ZAP and has only this line. */
+static void s_on_monitor(router_t *self)
+{
+    uint16_t event;
+    uint32_t value;
+    char addr[256];
+    for (int i = 0; i < READ_BURST && s_monitor_read(self, &event, &value, addr, sizeof addr); i++) {
+        const char *reason = event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ? "no_detail"
+                             : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol"
+                             : event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH     ? "auth"
+                                                                            : NULL;
+        if (!reason)
+            continue;
+        self->stats.handshakes_failed++;
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            continue;
+        /* The code is an errno for no_detail, a ZMQ_PROTOCOL_ERROR_* for
+         * protocol (hex reads better: 0x11000002 is a mechanism mismatch).
+         * libzmq's v1 monitor names the hub's listening endpoint, not the
+         * peer, hence endpoint= rather than auth's address=. */
+        char address[300];
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            log_limited(LOG_WARN, "router", "router.handshake", "event=handshake_failed reason=%s code=%" PRIu32
+                        " endpoint=%s", reason, value, log_quote(addr[0] ? addr : "-", address, sizeof address));
+        else
+            log_limited(LOG_WARN, "router", "router.handshake", "event=handshake_failed reason=%s code=0x%08" PRIx32
+                        " endpoint=%s", reason, value, log_quote(addr[0] ? addr : "-", address, sizeof address));
+    }
+}
+
 /* ---- set-up and loop ----------------------------------------------------- */
 
 static int s_setopt_int(void *sock, int opt, int value)
@@ -833,6 +962,7 @@ static int s_socket_open(router_t *self)
         log_error("router", "event=socket_setup_failed error=\"%s\"", zmq_strerror(zmq_errno()));
         return -1;
     }
+    s_monitor_open(self);
     if (zmq_bind(self->sock, cfg->listen) != 0) {
         log_error("router", "event=bind_failed endpoint=%s error=\"%s\"", cfg->listen, zmq_strerror(zmq_errno()));
         return -1;
@@ -932,6 +1062,7 @@ void router_destroy(router_t **self_p)
     if (!self)
         return;
     subs_destroy(&self->subs);
+    s_monitor_close(self);
     if (self->sock)
         zmq_close(self->sock);
     if (self->ctx)
@@ -1000,13 +1131,12 @@ static void s_log_stats(router_t *self)
              " malformed=%" PRIu64 " too_large=%" PRIu64 " storage_full=%" PRIu64 " internal=%" PRIu64
              " bad_request=%" PRIu64 " unavailable=%" PRIu64 " unsupported_version=%" PRIu64 " bad_signature=%" PRIu64
              " unknown_subscription=%" PRIu64 " replies_lost=%" PRIu64 " key_refused=%" PRIu64
-             " handshakes_refused=%" PRIu64
-             " last_seq=%" PRIu64,
+             " handshakes_refused=%" PRIu64 " handshakes_failed=%" PRIu64 " last_seq=%" PRIu64,
              s->accepted, s->duplicates, s->commits, s->refused[C(NOT_AUTHORISED)], s->refused[C(MALFORMED)],
              s->refused[C(TOO_LARGE)], s->refused[C(STORAGE_FULL)], s->refused[C(INTERNAL)],
              s->refused[C(BAD_REQUEST)], s->refused[C(UNAVAILABLE)], s->refused[C(UNSUPPORTED_VERSION)],
-             s->refused[C(BAD_SIGNATURE)],              s->refused[C(UNKNOWN_SUBSCRIPTION)], s->replies_lost, s->key_refused,
-             auth_refused(self->auth), journal_last_seq(self->journal));
+             s->refused[C(BAD_SIGNATURE)], s->refused[C(UNKNOWN_SUBSCRIPTION)], s->replies_lost, s->key_refused,
+             auth_refused(self->auth), s->handshakes_failed, journal_last_seq(self->journal));
 }
 
 int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
@@ -1023,12 +1153,15 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
             s_warn_expiring(self);
         int pending = subs_pending(self->subs);
         long timeout = pending == SUBS_MORE ? 0 : pending == SUBS_BUSY ? BUSY_POLL_MS : IDLE_POLL_MS;
-        zmq_pollitem_t item = {.socket = self->sock, .events = ZMQ_POLLIN};
-        int rc = zmq_poll(&item, 1, timeout);
+        zmq_pollitem_t items[2] = {{.socket = self->sock, .events = ZMQ_POLLIN},
+                                   {.socket = self->monitor, .events = ZMQ_POLLIN}};
+        int rc = zmq_poll(items, self->monitor ? 2 : 1, timeout);
         if (rc < 0 && zmq_errno() != EINTR) {
             log_error("router", "event=poll_failed error=\"%s\"", zmq_strerror(zmq_errno()));
             return -1;
         }
+        if (self->monitor && rc > 0 && (items[1].revents & ZMQ_POLLIN))
+            s_on_monitor(self);
         if (s_turn(self) != 0) {
             log_error("router", "event=recv_failed error=\"%s\"", zmq_strerror(zmq_errno()));
             return -1;
@@ -1044,6 +1177,8 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
         subs_saved(self->subs);
     /* The last word on the log: an outsider can tell a later truncation. */
     chain_checkpoint(self->chain);
+    if (self->monitor)
+        s_on_monitor(self);
     s_log_stats(self);
     log_info("router", "event=stopped last_seq=%" PRIu64, journal_last_seq(self->journal));
     return 0;
