@@ -118,7 +118,9 @@ static s_registry_t *s_registry_load(const char *dir)
     }
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.' || !s_name_ends_pub(de->d_name))
+        /* hub-sign.pub is the hub's own signing public key, published for
+         * civibus verify --registry (keyfile.h): not an agency entry. */
+        if (de->d_name[0] == '.' || !s_name_ends_pub(de->d_name) || strcmp(de->d_name, KEYFILE_HUB_SIGN_FILE) == 0)
             continue;
         char path[4096], err[512];
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);

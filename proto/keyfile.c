@@ -102,6 +102,12 @@ keyfile_status_t keyfile_key_status(const keyfile_key_t *key, int64_t now)
     return KEYFILE_VALID;
 }
 
+bool keyfile_is_entry_name(const char *name)
+{
+    size_t n = strlen(name);
+    return name[0] != '.' && n > 4 && strcmp(name + n - 4, ".pub") == 0 && strcmp(name, KEYFILE_HUB_SIGN_FILE) != 0;
+}
+
 keyfile_status_t keyfile_sign_status(const keyfile_sign_t *key, int64_t now)
 {
     keyfile_key_t k = {.not_after = key->not_after, .revoked_at = key->revoked_at};

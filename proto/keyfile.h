@@ -106,6 +106,16 @@ int keyfile_read(const char *path, keyfile_t *out, char *err, size_t err_len);
  * as in keyfile_read and then cleared. */
 int keyfile_read_entry(const char *path, keyfile_t *out, char *err, size_t err_len);
 
+/* The hub's signing public key (PEM) as published in a registry folder by
+ * `civibus keygen --hub --registry` for `civibus verify --registry`. It is
+ * not an agency entry: readers of the folder skip it (keyfile_is_entry_name). */
+#define KEYFILE_HUB_SIGN_FILE "hub-sign.pub"
+
+/* True when name (a file name inside a registry folder) is an agency entry:
+ * it ends in ".pub", does not start with '.' (temporary files) and is not
+ * KEYFILE_HUB_SIGN_FILE. */
+bool keyfile_is_entry_name(const char *name);
+
 /* Write the registry entry kf to path atomically: a temporary file in the
  * same folder (".NAME.PID.tmp", which the hub ignores), fsync, then rename
  * over path (or, when exclusive, link to path, failing with KEYFILE_EXISTS

@@ -8,7 +8,9 @@
  * already registered is never replaced. For the hub, a second pair is made:
  * its Ed25519 signing key for the log's checkpoints (hub-sign.key, PEM, mode
  * 0600, and hub-sign.pub, which `civibus verify --hub-key` takes), written
- * by proto/crypto.h. Only paths are printed, never keys.
+ * by proto/crypto.h. With --registry, the hub's hub-sign.pub is published
+ * in the registry folder as KEYFILE_HUB_SIGN_FILE (which registry readers
+ * skip), for `civibus verify --registry`. Only paths are printed, never keys.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,7 +43,7 @@ static const struct option s_longopts[] = {
 static void s_usage(void)
 {
     printf("usage: civibus keygen --agency ID --dir DIR [--registry REGDIR]\n"
-           "       civibus keygen --hub --dir DIR\n\n"
+           "       civibus keygen --hub --dir DIR [--registry REGDIR]\n\n"
            "Generate a CURVE key pair: DIR/ID.key (secret, mode 0600) and DIR/ID.pub,\n"
            "or DIR/hub.key and DIR/hub.pub for the hub. For the hub also an Ed25519\n"
            "signing key for the log's checkpoints: DIR/hub-sign.key (PEM, mode 0600;\n"
@@ -55,7 +57,9 @@ static void s_usage(void)
            "  --hub             generate the hub's keys instead\n"
            "  --dir DIR         where to write the files (created, mode 0700, if missing)\n"
            "  --registry REGDIR also copy ID.pub into the hub's agency registry REGDIR;\n"
-           "                    refuses to replace an agency that is already registered\n"
+           "                    refuses to replace an agency that is already registered.\n"
+           "                    With --hub: publish hub-sign.pub as REGDIR/hub-sign.pub\n"
+           "                    (for civibus verify --registry); never replaces one\n"
            "  --help            this text\n");
 }
 
@@ -115,6 +119,18 @@ static int s_publish_file(const char *regdir, const char *path, const char *text
         return -1;
     }
     return 0;
+}
+
+/* Publish the hub's signing public key pubpath as REGDIR/hub-sign.pub. */
+static int s_publish_hub_sign(const char *pubpath, const char *regdir)
+{
+    char dst[PATH_MAX], text[S_PUB_MAX];
+    size_t len;
+    if (s_path(dst, sizeof dst, regdir, KEYFILE_HUB_SIGN_FILE, "") != 0 ||
+        s_read_small(pubpath, text, sizeof text, &len) != 0 || s_publish_file(regdir, dst, text, len) != 0)
+        return CLI_EXIT_FILE;
+    printf("published %s (the hub's signing public key, for civibus verify --registry)\n", dst);
+    return CLI_EXIT_OK;
 }
 
 static int s_register(const char *dir, const char *regdir, const char *agency, const char *sign_line)
@@ -188,8 +204,8 @@ int cmd_keygen(int argc, char **argv)
         cli_err("keygen: --dir DIR is required");
         return CLI_EXIT_USAGE;
     }
-    if (hub && regdir) {
-        cli_err("keygen: --registry is for agency keys; the hub's key is not registered");
+    if (agency && strcmp(agency, "hub-sign") == 0 && regdir) {
+        cli_err("keygen: 'hub-sign' is reserved in a registry: %s is the hub's signing key", KEYFILE_HUB_SIGN_FILE);
         return CLI_EXIT_USAGE;
     }
     if (agency && !codec_agency_valid(agency)) {
@@ -206,14 +222,14 @@ int cmd_keygen(int argc, char **argv)
         /* Check before generating, so that a refusal leaves no orphan keys. */
         char dst[PATH_MAX];
         struct stat st;
-        if (s_path(dst, sizeof dst, regdir, agency, ".pub") != 0)
+        if (s_path(dst, sizeof dst, regdir, hub ? KEYFILE_HUB_SIGN_FILE : agency, hub ? "" : ".pub") != 0)
             return CLI_EXIT_FILE;
         if (mkdir(regdir, 0755) != 0 && errno != EEXIST) {
             cli_err("%s: %s", regdir, strerror(errno));
             return CLI_EXIT_FILE;
         }
         if (lstat(dst, &st) == 0) {
-            cli_err("%s: already registered; not replaced", dst);
+            cli_err("%s: already %s; not replaced", dst, hub ? "published" : "registered");
             return CLI_EXIT_FILE;
         }
     }
@@ -239,8 +255,10 @@ int cmd_keygen(int argc, char **argv)
     }
     printf("wrote %s (secret key, mode 0600: keep it private)\n", keypath);
     printf("wrote %s (public key)\n", pubpath);
-    if (hub)
-        return s_signing_keygen(signkey, signpub, NULL, 0);
+    if (hub) {
+        int rc = s_signing_keygen(signkey, signpub, NULL, 0);
+        return rc == CLI_EXIT_OK && regdir ? s_publish_hub_sign(signpub, regdir) : rc;
+    }
     /* The agency's signing key (docs/SIGNING.md): its public half goes into
      * the registry entry as a "sign" line. */
     char sign_line[160];

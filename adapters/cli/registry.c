@@ -3,16 +3,26 @@
  * Works offline on the hub's agency registry folder (--registry DIR or
  * CIVIBUS_REGISTRY), one AGENCY.pub entry per agency in the format of
  * proto/keyfile.h (certs/README.md), read with the same parser the hub uses:
- *   add     --agency ID --key-file FILE.pub [--name NAME] [--not-after T]
+ *   add     --agency ID --key-file FILE.pub [--sign-key-file ID-sign.pub]
+ *           [--name NAME] [--not-after T]
  *   list    [--json]
- *   rotate  --agency ID --key-file NEW.pub [--not-after T] [--overlap-days N]
- *   revoke  --agency ID (--key PREFIX | --all) [--reason TEXT]
+ *   rotate  --agency ID (--key-file NEW.pub | --sign-key-file NEW-sign.pub)...
+ *           [--not-after T] [--overlap-days N]
+ *   revoke  --agency ID (--key PREFIX | --all | --sign-key PREFIX | --all-sign)
+ *           [--reason TEXT]
+ * An entry holds two kinds of keys, CURVE keys (curve/revoked lines, who may
+ * connect) and Ed25519 signing keys (sign/revoked-sign lines, whose event
+ * signatures count); rotate, revoke and list treat both through one view
+ * (s_view_t), so that the two kinds follow the same rules.
  * Every change rewrites one entry atomically (keyfile_write_entry) while
  * holding an exclusive flock on the folder, so two runs never lose each
  * other's change. Before a key is added, the whole folder is searched for
  * it: a key under two agencies would make the hub refuse the registry.
  * The hub applies a change on SIGHUP; each command says so. Only key
- * prefixes (8 characters) are printed, never whole keys.
+ * prefixes (8 characters) are printed, never whole keys; a signing key is
+ * shown by its key id (16 hex digits, proto/crypto.h), as the hub logs it.
+ * The registry folder may also hold hub-sign.pub (KEYFILE_HUB_SIGN_FILE),
+ * the hub's own signing public key, which is not an entry and is skipped.
  * Exit codes: 0 done, 1 refused (agency exists or is unknown, key in use,
  * no such key), 2 usage, 4 a file cannot be read or written, or an entry is
  * invalid.
@@ -31,6 +41,7 @@
 
 #include "cli.h"
 #include "codec.h"
+#include "crypto.h"
 #include "keyfile.h"
 #include "opts.h"
 
@@ -50,7 +61,10 @@ enum {
     S_OPT_KEY,
     S_OPT_ALL,
     S_OPT_REASON,
-    S_OPT_JSON
+    S_OPT_JSON,
+    S_OPT_SIGN_KEY_FILE,
+    S_OPT_SIGN_KEY,
+    S_OPT_ALL_SIGN
 };
 
 /* Every option of every subcommand; each subcommand refuses those it does
@@ -67,6 +81,9 @@ static const struct option s_longopts[] = {
     {"all", no_argument, NULL, S_OPT_ALL},
     {"reason", required_argument, NULL, S_OPT_REASON},
     {"json", no_argument, NULL, S_OPT_JSON},
+    {"sign-key-file", required_argument, NULL, S_OPT_SIGN_KEY_FILE},
+    {"sign-key", required_argument, NULL, S_OPT_SIGN_KEY},
+    {"all-sign", no_argument, NULL, S_OPT_ALL_SIGN},
     {NULL, 0, NULL, 0},
 };
 
@@ -74,15 +91,44 @@ typedef struct {
     const char *cmd;
     const char *registry;
     const char *agency;
-    const char *key_file;
+    const char *key_file;      /* a CURVE public key file */
+    const char *sign_key_file; /* a signing public key file (PEM) */
     const char *name;
     const char *key_prefix;
+    const char *sign_prefix;
     const char *reason;
     int64_t not_after; /* KEYFILE_FOREVER: not given */
     uint64_t overlap_days;
     bool all;
+    bool all_sign;
     bool json;
 } s_args_t;
+
+/* The two kinds of keys of an entry. */
+typedef enum { S_CURVE = 0, S_SIGN = 1 } s_kind_t;
+
+/* One key of an entry, of either kind, as rotate, revoke and list see it:
+ * pointers into the keyfile_t it was made from (valid while that lives). */
+typedef struct {
+    keyfile_key_t *curve; /* exactly one of curve and sign is set */
+    keyfile_sign_t *sign;
+    int64_t *not_after;
+    int64_t *revoked_at;
+    char *reason;                       /* KEYFILE_REASON_MAX + 1 bytes */
+    char key[2 * KEYFILE_SIGN_LEN + 1]; /* the whole key: Z85, or hex of the raw key */
+    char id[KEYFILE_Z85_LEN + 1];       /* what a prefix matches: Z85, or the key id */
+} s_view_t;
+
+static const struct {
+    const char *what;     /* in messages */
+    const char *kind;     /* list's KIND column */
+    int shown;            /* characters of id printed */
+    int max;              /* keys of this kind an entry may hold */
+    const char *file_opt; /* rotate's option */
+} s_kinds[] = {
+    [S_CURVE] = {"key", "curve", S_PREFIX, KEYFILE_MAX_KEYS, "--key-file"},
+    [S_SIGN] = {"signing key", "sign", CRYPTO_KEYID_HEX - 1, KEYFILE_MAX_SIGN, "--sign-key-file"},
+};
 
 #define S_REMINDER                                                                            \
     "The hub applies registry changes when it re-reads the folder on SIGHUP:\n"               \
@@ -91,23 +137,29 @@ typedef struct {
 static void s_usage(FILE *out)
 {
     fprintf(out,
-            "usage: civibus registry add    --agency ID --key-file FILE.pub [--name NAME] [--not-after T]\n"
+            "usage: civibus registry add    --agency ID --key-file FILE.pub [--sign-key-file ID-sign.pub]\n"
+            "                               [--name NAME] [--not-after T]\n"
             "       civibus registry list   [--json]\n"
-            "       civibus registry rotate --agency ID --key-file NEW.pub [--not-after T] [--overlap-days N]\n"
-            "       civibus registry revoke --agency ID (--key PREFIX | --all) [--reason TEXT]\n"
+            "       civibus registry rotate --agency ID [--key-file NEW.pub] [--sign-key-file NEW-sign.pub]\n"
+            "                               [--not-after T] [--overlap-days N]\n"
+            "       civibus registry revoke --agency ID (--key PREFIX | --all | --sign-key PREFIX | --all-sign)\n"
+            "                               [--reason TEXT]\n"
             "       (each with --registry DIR, or CIVIBUS_REGISTRY in the environment)\n\n"
             "Manage the hub's agency registry folder offline (certs/README.md): one ID.pub\n"
-            "entry per agency with its CURVE public keys, their expiry (not-after) and\n"
-            "revocations.\n\n"
-            "  add      register agency ID with the key of FILE.pub (written by civibus keygen);\n"
-            "           refused when ID is registered already or the key is in use\n"
-            "  list     every agency and key: key prefix, status (valid, expired, revoked),\n"
-            "           not-after; --json prints one JSON object\n"
-            "  rotate   add the key of NEW.pub to ID; the old valid keys keep working for\n"
-            "           --overlap-days N (default %d; 0: they expire now), then expire\n"
-            "  revoke   revoke one key of ID (--key: a prefix of at least %d characters, as\n"
-            "           list shows it) or all of them (--all); the hub refuses it from the\n"
-            "           next SIGHUP on, on live connections too\n\n"
+            "entry per agency with its CURVE public keys and its Ed25519 signing keys, their\n"
+            "expiry (not-after) and revocations.\n\n"
+            "  add      register agency ID with the key of FILE.pub (written by civibus keygen)\n"
+            "           and the signing key of ID-sign.pub (PEM); refused when ID is\n"
+            "           registered already or a key is in use\n"
+            "  list     every agency and key: kind (curve, sign), key prefix or signing key\n"
+            "           id, status (valid, expired, revoked), not-after; --json: one object\n"
+            "  rotate   add the key of NEW.pub and/or the signing key of NEW-sign.pub to ID;\n"
+            "           the old valid keys of that kind keep working for --overlap-days N\n"
+            "           (default %d; 0: they expire now), then expire\n"
+            "  revoke   revoke one CURVE key of ID (--key: a prefix of at least %d characters,\n"
+            "           as list shows it) or all of them (--all), or one signing key (--sign-key:\n"
+            "           a prefix of its key id) or all of them (--all-sign); the hub refuses it\n"
+            "           from the next SIGHUP on, on live connections too\n\n"
             "Options:\n"
             "  --registry DIR       the registry folder                     [CIVIBUS_REGISTRY]\n"
             "  --not-after T        the key's expiry, UTC: YYYY-MM-DDTHH:MM:SSZ (default: none)\n"
@@ -166,9 +218,25 @@ static int s_parse(int argc, char **argv, const int *allowed, s_args_t *a)
                         optarg);
                 return CLI_EXIT_USAGE;
             }
+            if (strcmp(optarg, "hub-sign") == 0) {
+                cli_err("registry %s: 'hub-sign' is reserved: %s is the hub's signing key, not an agency",
+                        a->cmd, KEYFILE_HUB_SIGN_FILE);
+                return CLI_EXIT_USAGE;
+            }
             a->agency = optarg;
             break;
         case S_OPT_KEY_FILE: a->key_file = optarg; break;
+        case S_OPT_SIGN_KEY_FILE: a->sign_key_file = optarg; break;
+        case S_OPT_SIGN_KEY:
+            if (strlen(optarg) < S_PREFIX_MIN || strlen(optarg) > CRYPTO_KEYID_HEX - 1) {
+                cli_err("registry %s: --sign-key: a key id prefix of %d to %d hex digits, as `registry list` "
+                        "shows it",
+                        a->cmd, S_PREFIX_MIN, CRYPTO_KEYID_HEX - 1);
+                return CLI_EXIT_USAGE;
+            }
+            a->sign_prefix = optarg;
+            break;
+        case S_OPT_ALL_SIGN: a->all_sign = true; break;
         case S_OPT_NAME:
             if (!s_text_ok(optarg, KEYFILE_NAME_MAX, false)) {
                 cli_err("registry %s: --name: at most %d printable characters", a->cmd, KEYFILE_NAME_MAX);
@@ -229,15 +297,9 @@ static int s_require(const s_args_t *a, const char *value, const char *option)
     return CLI_EXIT_USAGE;
 }
 
-static bool s_is_entry_name(const char *name)
-{
-    size_t n = strlen(name);
-    return name[0] != '.' && n > 4 && strcmp(name + n - 4, ".pub") == 0;
-}
-
 static int s_entry_filter(const struct dirent *de)
 {
-    return s_is_entry_name(de->d_name);
+    return keyfile_is_entry_name(de->d_name);
 }
 
 /* The entry names of the folder, sorted, into *list (may be NULL when
@@ -272,12 +334,64 @@ static int s_lock(const s_args_t *a)
     return -1;
 }
 
-/* Read the public key file of add and rotate: one curve key, no secret, and
- * when it names an agency, that of --agency. */
-static int s_read_new_key(const s_args_t *a, keyfile_key_t *out)
+/* The keys of kind in kf as views, into v (room for KEYFILE_MAX_KEYS);
+ * returns their number. */
+static int s_views(keyfile_t *kf, s_kind_t kind, s_view_t *v)
 {
-    keyfile_t kf;
+    int n = kind == S_CURVE ? kf->n_keys : kf->n_sign;
+    for (int i = 0; i < n; i++) {
+        memset(&v[i], 0, sizeof v[i]);
+        if (kind == S_CURVE) {
+            keyfile_key_t *k = &kf->keys[i];
+            v[i].curve = k;
+            v[i].not_after = &k->not_after;
+            v[i].revoked_at = &k->revoked_at;
+            v[i].reason = k->reason;
+            snprintf(v[i].key, sizeof v[i].key, "%s", k->z85);
+            snprintf(v[i].id, sizeof v[i].id, "%s", k->z85);
+        } else {
+            keyfile_sign_t *k = &kf->sign[i];
+            uint8_t id[CRYPTO_KEYID_LEN];
+            v[i].sign = k;
+            v[i].not_after = &k->not_after;
+            v[i].revoked_at = &k->revoked_at;
+            v[i].reason = k->reason;
+            crypto_hex(k->pub, sizeof k->pub, v[i].key);
+            crypto_key_id_raw(k->pub, id);
+            crypto_hex(id, sizeof id, v[i].id);
+        }
+    }
+    return n;
+}
+
+static keyfile_status_t s_view_status(const s_view_t *v, int64_t now)
+{
+    return v->curve ? keyfile_key_status(v->curve, now) : keyfile_sign_status(v->sign, now);
+}
+
+/* Read the public key files of add and rotate into in: --key-file (one
+ * curve key, no secret, and when it names an agency, that of --agency) as
+ * in->keys[0], --sign-key-file (an Ed25519 public key, PEM) as in->sign[0];
+ * either may be absent. */
+static int s_read_new_keys(const s_args_t *a, keyfile_t *in)
+{
+    memset(in, 0, sizeof *in);
     char err[600];
+    if (a->sign_key_file) {
+        crypto_key_t *key = NULL;
+        if (crypto_key_read_public(a->sign_key_file, &key, err, sizeof err) != CRYPTO_OK) {
+            cli_err("registry %s: %s", a->cmd, err);
+            return CLI_EXIT_FILE;
+        }
+        keyfile_sign_t *s = &in->sign[in->n_sign++];
+        crypto_key_public(key, s->pub);
+        crypto_key_destroy(&key);
+        s->not_after = a->not_after;
+        s->revoked_at = KEYFILE_FOREVER;
+    }
+    if (!a->key_file)
+        return -1;
+    keyfile_t kf;
     if (keyfile_read(a->key_file, &kf, err, sizeof err) != KEYFILE_OK) {
         cli_err("registry %s: %s", a->cmd, err);
         return CLI_EXIT_FILE;
@@ -299,16 +413,17 @@ static int s_read_new_key(const s_args_t *a, keyfile_key_t *out)
         cli_err("registry %s: %s is the key of agency %s, not %s", a->cmd, a->key_file, kf.agency, a->agency);
         return CLI_EXIT_REFUSED;
     }
-    memset(out, 0, sizeof *out);
-    snprintf(out->z85, sizeof out->z85, "%s", kf.curve[0]);
-    out->not_after = a->not_after;
-    out->revoked_at = KEYFILE_FOREVER;
+    keyfile_key_t *k = &in->keys[in->n_keys++];
+    snprintf(k->z85, sizeof k->z85, "%s", kf.curve[0]);
+    k->not_after = a->not_after;
+    k->revoked_at = KEYFILE_FOREVER;
     return -1;
 }
 
-/* Is z85 in any entry of the folder? Its agency into owner. Returns -1 when
- * it is not, 1 when it is, or an exit code after printing. */
-static int s_key_in_use(const s_args_t *a, const char *z85, char *owner, size_t owner_len)
+/* Is any key of in (of either kind) in an entry of the folder already? A
+ * key under two agencies would make the hub refuse the registry. Returns -1
+ * when none is, else an exit code after printing. */
+static int s_keys_in_use(const s_args_t *a, keyfile_t *in)
 {
     struct dirent **names;
     int n = s_names(a, &names);
@@ -324,10 +439,18 @@ static int s_key_in_use(const s_args_t *a, const char *z85, char *owner, size_t 
             rc = CLI_EXIT_FILE;
             break;
         }
-        for (int k = 0; k < kf.n_keys; k++) {
-            if (strcmp(kf.keys[k].z85, z85) == 0) {
-                snprintf(owner, owner_len, "%s", kf.agency);
-                rc = 1;
+        for (s_kind_t kind = S_CURVE; kind <= S_SIGN && rc == -1; kind++) {
+            s_view_t old[KEYFILE_MAX_KEYS], fresh[KEYFILE_MAX_KEYS];
+            int n_old = s_views(&kf, kind, old), n_fresh = s_views(in, kind, fresh);
+            for (int f = 0; f < n_fresh && rc == -1; f++) {
+                for (int k = 0; k < n_old && rc == -1; k++) {
+                    if (strcmp(old[k].key, fresh[f].key) == 0) {
+                        cli_err("registry %s: the %s of %s is registered already, for agency %s", a->cmd,
+                                s_kinds[kind].what, kind == S_CURVE ? a->key_file : a->sign_key_file,
+                                kf.agency);
+                        rc = CLI_EXIT_REFUSED;
+                    }
+                }
             }
         }
     }
@@ -388,7 +511,7 @@ static void s_until(int64_t not_after, char *buf, size_t len)
 
 static int s_add(int argc, char **argv)
 {
-    static const int allowed[] = {S_OPT_AGENCY, S_OPT_KEY_FILE, S_OPT_NAME, S_OPT_NOT_AFTER, 0};
+    static const int allowed[] = {S_OPT_AGENCY, S_OPT_KEY_FILE, S_OPT_SIGN_KEY_FILE, S_OPT_NAME, S_OPT_NOT_AFTER, 0};
     s_args_t a;
     int rc = s_parse(argc, argv, allowed, &a);
     if (rc == -1)
@@ -398,31 +521,27 @@ static int s_add(int argc, char **argv)
     if (rc != -1)
         return rc;
     keyfile_t kf;
-    memset(&kf, 0, sizeof kf);
-    if ((rc = s_read_new_key(&a, &kf.keys[0])) != -1 || (rc = s_lock(&a)) != -1)
+    if ((rc = s_read_new_keys(&a, &kf)) != -1 || (rc = s_lock(&a)) != -1)
         return rc;
-    char path[S_PATH_MAX], owner[65];
+    char path[S_PATH_MAX];
     s_entry_path(&a, path, sizeof path);
     if (access(path, F_OK) == 0) {
         cli_err("registry add: agency %s is registered already (%s); use rotate to add a key", a.agency, path);
         return CLI_EXIT_REFUSED;
     }
-    rc = s_key_in_use(&a, kf.keys[0].z85, owner, sizeof owner);
-    if (rc == 1) {
-        cli_err("registry add: the key of %s is registered already, for agency %s", a.key_file, owner);
-        return CLI_EXIT_REFUSED;
-    }
-    if (rc != -1)
+    if ((rc = s_keys_in_use(&a, &kf)) != -1)
         return rc;
     snprintf(kf.agency, sizeof kf.agency, "%s", a.agency);
     snprintf(kf.name, sizeof kf.name, "%s", a.name ? a.name : "");
-    kf.n_keys = 1;
     if ((rc = s_write_entry(&a, &kf, true)) != -1)
         return rc;
     char until[64];
     s_until(kf.keys[0].not_after, until, sizeof until);
-    printf("registered agency %s in %s: key %.*s, valid %s\n" S_REMINDER, a.agency, path, S_PREFIX,
-           kf.keys[0].z85, until);
+    printf("registered agency %s in %s: key %.*s, valid %s\n", a.agency, path, S_PREFIX, kf.keys[0].z85, until);
+    s_view_t v[KEYFILE_MAX_KEYS];
+    if (s_views(&kf, S_SIGN, v) == 1)
+        printf("signing key %s, valid %s\n", v[0].id, until);
+    printf(S_REMINDER);
     return CLI_EXIT_OK;
 }
 
@@ -452,8 +571,8 @@ static int s_list(int argc, char **argv)
     json_t *agencies = a.json ? json_array() : NULL;
     rc = CLI_EXIT_OK;
     if (!a.json)
-        printf("%-32s  %-24s  %-8s  %-7s  %-20s  %s\n", "AGENCY", "NAME", "KEY", "STATUS", "NOT-AFTER",
-               "REVOKED");
+        printf("%-32s  %-24s  %-5s  %-16s  %-7s  %-20s  %s\n", "AGENCY", "NAME", "KIND", "KEY", "STATUS",
+               "NOT-AFTER", "REVOKED");
     for (int i = 0; i < n; i++) {
         char path[S_PATH_MAX], err[600];
         keyfile_t kf;
@@ -463,35 +582,41 @@ static int s_list(int argc, char **argv)
             rc = CLI_EXIT_FILE;
             continue;
         }
-        json_t *keys = a.json ? json_array() : NULL;
-        for (int k = 0; k < kf.n_keys; k++) {
-            const keyfile_key_t *key = &kf.keys[k];
-            const char *status = keyfile_status_name(keyfile_key_status(key, now));
-            char prefix[S_PREFIX + 1];
-            snprintf(prefix, sizeof prefix, "%s", key->z85);
-            if (a.json) {
-                json_t *o = json_pack("{s:s, s:s, s:o, s:o}", "key", prefix, "status", status, "not_after",
-                                      s_time_json(key->not_after), "revoked_at", s_time_json(key->revoked_at));
-                if (o && key->reason[0])
-                    json_object_set_new(o, "reason", json_string(key->reason));
-                json_array_append_new(keys, o);
-                continue;
+        json_t *keys[2] = {a.json ? json_array() : NULL, a.json ? json_array() : NULL};
+        int row = 0;
+        for (s_kind_t kind = S_CURVE; kind <= S_SIGN; kind++) {
+            s_view_t v[KEYFILE_MAX_KEYS];
+            int nv = s_views(&kf, kind, v);
+            for (int k = 0; k < nv; k++, row++) {
+                const char *status = keyfile_status_name(s_view_status(&v[k], now));
+                char shown[KEYFILE_Z85_LEN + 1];
+                snprintf(shown, sizeof shown, "%.*s", s_kinds[kind].shown, v[k].id);
+                if (a.json) {
+                    json_t *o = json_pack("{s:s, s:s, s:o, s:o}", kind == S_CURVE ? "key" : "key_id", shown,
+                                          "status", status, "not_after", s_time_json(*v[k].not_after),
+                                          "revoked_at", s_time_json(*v[k].revoked_at));
+                    if (o && v[k].reason[0])
+                        json_object_set_new(o, "reason", json_string(v[k].reason));
+                    json_array_append_new(keys[kind], o);
+                    continue;
+                }
+                char na[KEYFILE_TIME_LEN] = "-", rv[KEYFILE_TIME_LEN + KEYFILE_REASON_MAX + 8] = "-";
+                if (*v[k].not_after != KEYFILE_FOREVER)
+                    keyfile_time_format(*v[k].not_after, na, sizeof na);
+                if (*v[k].revoked_at != KEYFILE_FOREVER) {
+                    char at[KEYFILE_TIME_LEN];
+                    keyfile_time_format(*v[k].revoked_at, at, sizeof at);
+                    snprintf(rv, sizeof rv, "%s%s%s%s", at, v[k].reason[0] ? " (" : "", v[k].reason,
+                             v[k].reason[0] ? ")" : "");
+                }
+                const char *name = row > 0 ? "" : kf.name[0] ? kf.name : "-";
+                printf("%-32s  %-24s  %-5s  %-16s  %-7s  %-20s  %s\n", row == 0 ? kf.agency : "", name,
+                       s_kinds[kind].kind, shown, status, na, rv);
             }
-            char na[KEYFILE_TIME_LEN] = "-", rv[KEYFILE_TIME_LEN + KEYFILE_REASON_MAX + 8] = "-";
-            if (key->not_after != KEYFILE_FOREVER)
-                keyfile_time_format(key->not_after, na, sizeof na);
-            if (key->revoked_at != KEYFILE_FOREVER) {
-                char at[KEYFILE_TIME_LEN];
-                keyfile_time_format(key->revoked_at, at, sizeof at);
-                snprintf(rv, sizeof rv, "%s%s%s%s", at, key->reason[0] ? " (" : "", key->reason,
-                         key->reason[0] ? ")" : "");
-            }
-            const char *name = k > 0 ? "" : kf.name[0] ? kf.name : "-";
-            printf("%-32s  %-24s  %-8s  %-7s  %-20s  %s\n", k == 0 ? kf.agency : "", name, prefix, status, na, rv);
         }
         if (a.json)
-            json_array_append_new(agencies, json_pack("{s:s, s:s, s:o}", "agency", kf.agency, "name", kf.name,
-                                                      "keys", keys));
+            json_array_append_new(agencies, json_pack("{s:s, s:s, s:o, s:o}", "agency", kf.agency, "name", kf.name,
+                                                      "keys", keys[S_CURVE], "sign_keys", keys[S_SIGN]));
     }
     s_names_free(names, n);
     if (a.json) {
@@ -510,56 +635,74 @@ static int s_list(int argc, char **argv)
 
 /* ---- rotate ------------------------------------------------------------------------ */
 
+/* Add the fresh key of kind (in's only one) to kf after limiting kf's valid
+ * keys of that kind to cutoff; their indexes into shortened (*n_short). */
+static int s_rotate_kind(const s_args_t *a, keyfile_t *kf, keyfile_t *in, s_kind_t kind, int64_t now,
+                         int64_t cutoff, int *shortened, int *n_short)
+{
+    *n_short = 0;
+    s_view_t v[KEYFILE_MAX_KEYS];
+    int nv = s_views(kf, kind, v);
+    if (nv == s_kinds[kind].max) {
+        cli_err("registry rotate: %s holds %d %ss already, the most an entry may; remove old expired or "
+                "revoked lines from %s/%s.pub by hand first",
+                a->agency, s_kinds[kind].max, s_kinds[kind].what, a->registry, a->agency);
+        return CLI_EXIT_REFUSED;
+    }
+    for (int k = 0; k < nv; k++) {
+        if (s_view_status(&v[k], now) == KEYFILE_VALID && *v[k].not_after > cutoff) {
+            *v[k].not_after = cutoff;
+            shortened[(*n_short)++] = k;
+        }
+    }
+    if (kind == S_CURVE)
+        kf->keys[kf->n_keys++] = in->keys[0];
+    else
+        kf->sign[kf->n_sign++] = in->sign[0];
+    return -1;
+}
+
 static int s_rotate(int argc, char **argv)
 {
-    static const int allowed[] = {S_OPT_AGENCY, S_OPT_KEY_FILE, S_OPT_NOT_AFTER, S_OPT_OVERLAP, 0};
+    static const int allowed[] = {S_OPT_AGENCY, S_OPT_KEY_FILE, S_OPT_SIGN_KEY_FILE, S_OPT_NOT_AFTER,
+                                  S_OPT_OVERLAP, 0};
     s_args_t a;
     int rc = s_parse(argc, argv, allowed, &a);
     if (rc == -1)
         rc = s_require(&a, a.agency, "--agency");
-    if (rc == -1)
-        rc = s_require(&a, a.key_file, "--key-file");
+    if (rc == -1 && !a.key_file)
+        rc = s_require(&a, a.sign_key_file, "--key-file or --sign-key-file");
     if (rc != -1)
         return rc;
-    keyfile_key_t fresh;
-    keyfile_t kf;
-    if ((rc = s_read_new_key(&a, &fresh)) != -1 || (rc = s_lock(&a)) != -1 || (rc = s_read_entry(&a, &kf)) != -1)
+    keyfile_t in, kf;
+    if ((rc = s_read_new_keys(&a, &in)) != -1 || (rc = s_lock(&a)) != -1 || (rc = s_read_entry(&a, &kf)) != -1 ||
+        (rc = s_keys_in_use(&a, &in)) != -1)
         return rc;
-    char owner[65];
-    rc = s_key_in_use(&a, fresh.z85, owner, sizeof owner);
-    if (rc == 1) {
-        cli_err("registry rotate: the key of %s is registered already, for agency %s", a.key_file, owner);
-        return CLI_EXIT_REFUSED;
-    }
-    if (rc != -1)
-        return rc;
-    if (kf.n_keys == KEYFILE_MAX_KEYS) {
-        cli_err("registry rotate: %s holds %d keys already, the most an entry may; remove old expired or revoked "
-                "lines from %s/%s.pub by hand first",
-                a.agency, KEYFILE_MAX_KEYS, a.registry, a.agency);
-        return CLI_EXIT_REFUSED;
-    }
     int64_t now = (int64_t)time(NULL);
     int64_t cutoff = now + (int64_t)a.overlap_days * S_DAY;
-    int shortened[KEYFILE_MAX_KEYS], n_short = 0;
-    for (int k = 0; k < kf.n_keys; k++) {
-        keyfile_key_t *key = &kf.keys[k];
-        if (keyfile_key_status(key, now) == KEYFILE_VALID && key->not_after > cutoff) {
-            key->not_after = cutoff;
-            shortened[n_short++] = k;
-        }
-    }
-    fresh.line = 0;
-    kf.keys[kf.n_keys++] = fresh;
+    int shortened[2][KEYFILE_MAX_KEYS], n_short[2] = {0, 0};
+    bool given[2] = {in.n_keys > 0, in.n_sign > 0};
+    for (s_kind_t kind = S_CURVE; kind <= S_SIGN; kind++)
+        if (given[kind] &&
+            (rc = s_rotate_kind(&a, &kf, &in, kind, now, cutoff, shortened[kind], &n_short[kind])) != -1)
+            return rc;
     if ((rc = s_write_entry(&a, &kf, false)) != -1)
         return rc;
-    char until[64];
-    s_until(fresh.not_after, until, sizeof until);
-    printf("rotated agency %s: added key %.*s, valid %s\n", a.agency, S_PREFIX, fresh.z85, until);
-    for (int i = 0; i < n_short; i++) {
-        s_until(kf.keys[shortened[i]].not_after, until, sizeof until);
-        printf("old key %.*s stays valid %s (overlap of %llu days), then expires\n", S_PREFIX,
-               kf.keys[shortened[i]].z85, until, (unsigned long long)a.overlap_days);
+    for (s_kind_t kind = S_CURVE; kind <= S_SIGN; kind++) {
+        if (!given[kind])
+            continue;
+        s_view_t v[KEYFILE_MAX_KEYS];
+        int nv = s_views(&kf, kind, v);
+        char until[64];
+        s_until(*v[nv - 1].not_after, until, sizeof until);
+        printf("rotated agency %s: added %s %.*s, valid %s\n", a.agency, s_kinds[kind].what, s_kinds[kind].shown,
+               v[nv - 1].id, until);
+        for (int i = 0; i < n_short[kind]; i++) {
+            const s_view_t *old = &v[shortened[kind][i]];
+            s_until(*old->not_after, until, sizeof until);
+            printf("old %s %.*s stays valid %s (overlap of %llu days), then expires\n", s_kinds[kind].what,
+                   s_kinds[kind].shown, old->id, until, (unsigned long long)a.overlap_days);
+        }
     }
     printf("Switch the agency's adapters to the new key before the overlap ends.\n" S_REMINDER);
     return CLI_EXIT_OK;
@@ -569,69 +712,81 @@ static int s_rotate(int argc, char **argv)
 
 static int s_revoke(int argc, char **argv)
 {
-    static const int allowed[] = {S_OPT_AGENCY, S_OPT_KEY, S_OPT_ALL, S_OPT_REASON, 0};
+    static const int allowed[] = {S_OPT_AGENCY, S_OPT_KEY, S_OPT_ALL, S_OPT_SIGN_KEY, S_OPT_ALL_SIGN, S_OPT_REASON, 0};
     s_args_t a;
     int rc = s_parse(argc, argv, allowed, &a);
     if (rc == -1)
         rc = s_require(&a, a.agency, "--agency");
     if (rc != -1)
         return rc;
-    if (!a.key_prefix == !a.all) {
-        cli_err("registry revoke: give exactly one of --key PREFIX and --all");
+    if ((a.key_prefix != NULL) + a.all + (a.sign_prefix != NULL) + a.all_sign != 1) {
+        cli_err("registry revoke: give exactly one of --key PREFIX, --all, --sign-key PREFIX and --all-sign");
         return CLI_EXIT_USAGE;
     }
+    s_kind_t kind = a.key_prefix || a.all ? S_CURVE : S_SIGN;
+    const char *prefix = kind == S_CURVE ? a.key_prefix : a.sign_prefix;
+    const char *what = s_kinds[kind].what;
+    int shown = s_kinds[kind].shown;
     keyfile_t kf;
     if ((rc = s_lock(&a)) != -1 || (rc = s_read_entry(&a, &kf)) != -1)
         return rc;
+    s_view_t v[KEYFILE_MAX_KEYS];
+    int nv = s_views(&kf, kind, v);
     int match = -1, n_match = 0;
-    for (int k = 0; a.key_prefix && k < kf.n_keys; k++) {
-        if (strncmp(kf.keys[k].z85, a.key_prefix, strlen(a.key_prefix)) == 0) {
+    for (int k = 0; prefix && k < nv; k++) {
+        if (strncmp(v[k].id, prefix, strlen(prefix)) == 0) {
             match = k;
             n_match++;
         }
     }
-    if (a.key_prefix && n_match != 1) {
-        cli_err(n_match ? "registry revoke: %d keys of %s start with %s; give more characters"
-                        : "registry revoke: %d keys of %s start with %s (see civibus registry list)",
-                n_match, a.agency, a.key_prefix);
+    if (prefix && n_match != 1) {
+        cli_err(n_match ? "registry revoke: %d %ss of %s start with %s; give more characters"
+                        : "registry revoke: %d %ss of %s start with %s (see civibus registry list)",
+                n_match, what, a.agency, prefix);
         return CLI_EXIT_REFUSED;
     }
     int64_t now = (int64_t)time(NULL);
     char at[KEYFILE_TIME_LEN];
     keyfile_time_format(now, at, sizeof at);
     int revoked[KEYFILE_MAX_KEYS], n_rev = 0;
-    for (int k = 0; k < kf.n_keys; k++) {
-        keyfile_key_t *key = &kf.keys[k];
-        if ((a.key_prefix && k != match) || key->revoked_at != KEYFILE_FOREVER)
+    for (int k = 0; k < nv; k++) {
+        if ((prefix && k != match) || *v[k].revoked_at != KEYFILE_FOREVER)
             continue;
-        key->revoked_at = now;
-        snprintf(key->reason, sizeof key->reason, "%s", a.reason ? a.reason : "");
+        *v[k].revoked_at = now;
+        snprintf(v[k].reason, KEYFILE_REASON_MAX + 1, "%s", a.reason ? a.reason : "");
         revoked[n_rev++] = k;
     }
     if (n_rev == 0) {
-        if (a.key_prefix) {
+        if (prefix) {
             char when[KEYFILE_TIME_LEN];
-            keyfile_time_format(kf.keys[match].revoked_at, when, sizeof when);
-            printf("key %.*s of %s was revoked already, at %s; nothing changed\n", S_PREFIX, kf.keys[match].z85,
+            keyfile_time_format(*v[match].revoked_at, when, sizeof when);
+            printf("%s %.*s of %s was revoked already, at %s; nothing changed\n", what, shown, v[match].id,
                    a.agency, when);
         } else {
-            printf("every key of %s is revoked already; nothing changed\n", a.agency);
+            printf("every %s of %s is revoked already; nothing changed\n", what, a.agency);
         }
         return CLI_EXIT_OK;
     }
     if ((rc = s_write_entry(&a, &kf, false)) != -1)
         return rc;
     for (int i = 0; i < n_rev; i++)
-        printf("revoked key %.*s of %s at %s%s%s%s\n", S_PREFIX, kf.keys[revoked[i]].z85, a.agency, at,
+        printf("revoked %s %.*s of %s at %s%s%s%s\n", what, shown, v[revoked[i]].id, a.agency, at,
                a.reason ? " (" : "", a.reason ? a.reason : "", a.reason ? ")" : "");
     int valid = 0;
-    for (int k = 0; k < kf.n_keys; k++)
-        valid += keyfile_key_status(&kf.keys[k], now) == KEYFILE_VALID;
+    for (int k = 0; k < nv; k++)
+        valid += s_view_status(&v[k], now) == KEYFILE_VALID;
     if (valid == 0)
-        printf("%s has no valid key left: it cannot connect until a new key is added (registry rotate)\n",
+        printf(kind == S_CURVE
+                   ? "%s has no valid key left: it cannot connect until a new key is added (registry rotate)\n"
+                   : "%s has no valid signing key left: its signed events are refused until a new one is added "
+                     "(registry rotate --sign-key-file)\n",
                a.agency);
-    printf("After the SIGHUP, new connections with a revoked key are refused at the handshake and live ones\n"
-           "at their next message.\n" S_REMINDER);
+    if (kind == S_CURVE)
+        printf("After the SIGHUP, new connections with a revoked key are refused at the handshake and live ones\n"
+               "at their next message.\n" S_REMINDER);
+    else
+        printf("After the SIGHUP, events signed with the revoked signing key are refused.\n"
+               S_REMINDER);
     return CLI_EXIT_OK;
 }
 

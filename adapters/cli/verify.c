@@ -9,6 +9,8 @@
  *
  * --hub-key here is the hub's *signing* public key (hub-sign.pub), not the
  * CURVE key other commands take; so CIVIBUS_HUB_KEY is not consulted.
+ * --registry DIR instead reads DIR/hub-sign.pub (KEYFILE_HUB_SIGN_FILE),
+ * where `civibus keygen --hub --registry DIR` publishes it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,22 +21,24 @@
 
 #include "cli.h"
 #include "crypto.h"
+#include "keyfile.h"
 #include "logfile.h"
 #include "opts.h"
 
-enum { S_OPT_DATA = CLI_OPT_CMD, S_OPT_HUB_KEY, S_OPT_FROM };
+enum { S_OPT_DATA = CLI_OPT_CMD, S_OPT_HUB_KEY, S_OPT_FROM, S_OPT_REGISTRY };
 
 static const struct option s_longopts[] = {
     CLI_OPTS_HELP,
     {"data", required_argument, NULL, S_OPT_DATA},
     {"hub-key", required_argument, NULL, S_OPT_HUB_KEY},
     {"from", required_argument, NULL, S_OPT_FROM},
+    {"registry", required_argument, NULL, S_OPT_REGISTRY},
     {NULL, 0, NULL, 0},
 };
 
 static void s_usage(void)
 {
-    printf("usage: civibus verify --data DIR --hub-key FILE [--from SEQ]\n\n"
+    printf("usage: civibus verify --data DIR (--hub-key FILE | --registry DIR) [--from SEQ]\n\n"
            "Check the hub's log offline: recompute its SHA-256 hash chain, compare every\n"
            "stored chain hash, verify every signed checkpoint with the hub's signing key,\n"
            "and check that no sequence number is missing. Reads the LMDB files read-only;\n"
@@ -43,6 +47,8 @@ static void s_usage(void)
            "  --data DIR       the hub's data directory (its `data` setting)\n"
            "  --hub-key FILE   the hub's signing public key (hub-sign.pub from\n"
            "                   civibus keygen --hub), PEM\n"
+           "  --registry DIR   instead of --hub-key: the agency registry folder holding\n"
+           "                   hub-sign.pub (civibus keygen --hub --registry DIR)\n"
            "  --from SEQ       start at SEQ, trusting the stored chain hash of SEQ-1\n"
            "                   (default: from the first entry, seq 1)\n"
            "  --help           this text\n\n"
@@ -60,7 +66,7 @@ static double s_secs_since(const struct timespec *t0)
 
 int cmd_verify(int argc, char **argv)
 {
-    const char *data = NULL, *key_path = NULL;
+    const char *data = NULL, *key_path = NULL, *registry = NULL;
     uint64_t from = 0;
     int c;
     while ((c = cli_getopt(argc, argv, s_longopts)) != -1) {
@@ -68,6 +74,7 @@ int cmd_verify(int argc, char **argv)
         case CLI_OPT_HELP: s_usage(); return CLI_EXIT_OK;
         case S_OPT_DATA: data = optarg; break;
         case S_OPT_HUB_KEY: key_path = optarg; break;
+        case S_OPT_REGISTRY: registry = optarg; break;
         case S_OPT_FROM: {
             char *end;
             errno = 0;
@@ -82,9 +89,18 @@ int cmd_verify(int argc, char **argv)
         default: return CLI_EXIT_USAGE;
         }
     }
-    if (!data || !key_path) {
-        cli_err("verify: --data DIR and --hub-key FILE are required");
+    if (!data || !key_path == !registry) {
+        cli_err("verify: --data DIR and one of --hub-key FILE and --registry DIR are required");
         return CLI_EXIT_USAGE;
+    }
+    char reg_key[4096];
+    if (registry) {
+        int n = snprintf(reg_key, sizeof reg_key, "%s/%s", registry, KEYFILE_HUB_SIGN_FILE);
+        if (n < 0 || (size_t)n >= sizeof reg_key) {
+            cli_err("verify: --registry: path too long");
+            return CLI_EXIT_USAGE;
+        }
+        key_path = reg_key;
     }
     char err[512];
     crypto_key_t *key = NULL;

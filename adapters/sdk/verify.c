@@ -98,9 +98,8 @@ civ_verifier_t *civ_verifier_new(const char *registry_dir, civ_error_t *err)
     }
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        size_t len = strlen(de->d_name);
-        if (de->d_name[0] == '.' || len <= 4 || strcmp(de->d_name + len - 4, ".pub") != 0)
-            continue;
+        if (!keyfile_is_entry_name(de->d_name))
+            continue; /* not an agency entry (e.g. the hub's hub-sign.pub) */
         char path[4096], why[512];
         snprintf(path, sizeof path, "%s/%s", registry_dir, de->d_name);
         keyfile_t kf;

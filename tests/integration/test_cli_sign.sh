@@ -18,7 +18,7 @@ trap cleanup EXIT
 fail() { echo "test_cli_sign: $*" >&2; cat "$T/hub.log" >&2 || true; exit 1; }
 
 mkdir "$T/registry"
-"$CLI" keygen --hub --dir "$T/keys" >/dev/null
+"$CLI" keygen --hub --dir "$T/keys" --registry "$T/registry" >/dev/null
 "$CLI" keygen --agency population-register --dir "$T/keys" --registry "$T/registry" >/dev/null
 grep -q '^sign = ' "$T/registry/population-register.pub" || fail "keygen did not register a signing key"
 mkfifo "$T/ready"
