@@ -458,8 +458,24 @@ size_t auth_expiring(auth_t *self, const char *agency, int64_t now, int64_t with
         if (n < max) {
             auth_expiring_t *x = &out[n];
             memcpy(x->agency, e->agency, sizeof x->agency);
+            x->kind = "key";
             zmq_z85_encode(x->key, e->key, 32);
             x->not_after = e->not_after;
+        }
+        n++;
+    }
+    for (size_t i = 0; i < reg->n_signs; i++) {
+        const s_sign_t *s = &reg->signs[i];
+        keyfile_sign_t k = {.not_after = s->not_after, .revoked_at = s->revoked_at};
+        if (s->not_after == KEYFILE_FOREVER || s->not_after > until || keyfile_sign_status(&k, now) != KEYFILE_VALID ||
+            (agency && strcmp(s->agency, agency) != 0))
+            continue;
+        if (n < max) {
+            auth_expiring_t *x = &out[n];
+            memcpy(x->agency, s->agency, sizeof x->agency);
+            x->kind = "signing key";
+            crypto_hex(s->id, CRYPTO_KEYID_LEN, x->key);
+            x->not_after = s->not_after;
         }
         n++;
     }

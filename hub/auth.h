@@ -49,7 +49,8 @@ typedef enum {
 /* A valid key close to its not-after (auth_expiring). */
 typedef struct {
     char agency[65];
-    char key[41];      /* Z85 */
+    const char *kind;  /* "key" (CURVE) or "signing key" (Ed25519) */
+    char key[41];      /* CURVE: Z85; signing: the key id in hex */
     int64_t not_after; /* Unix seconds */
 } auth_expiring_t;
 
@@ -87,8 +88,8 @@ const char *auth_key_status_name(auth_key_status_t status);
 auth_key_status_t auth_sign_key(auth_t *self, const char *agency, const uint8_t *key_id, int64_t now,
                                 uint8_t *pub);
 
-/* The valid keys whose not-after is before now + within (seconds), of agency
- * only, or of every agency when agency is NULL. Copies up to max of them
+/* The valid keys, CURVE and signing, whose not-after is before now + within
+ * (seconds), of agency only, or of every agency when agency is NULL. Copies up to max of them
  * into out (ordered by not-after) and returns how many there are, which may
  * be more than max (call with max 0 to count). */
 size_t auth_expiring(auth_t *self, const char *agency, int64_t now, int64_t within, auth_expiring_t *out,

@@ -565,22 +565,22 @@ static void s_on_status(router_t *self, const wire_peer_t *peer, const char *age
     }
     /* The caller's own keys close to their not-after (an entry holds at
      * most KEYFILE_MAX_KEYS keys). */
-    auth_expiring_t exp[KEYFILE_MAX_KEYS];
-    char texts[KEYFILE_MAX_KEYS][200];
-    char *warnings[KEYFILE_MAX_KEYS];
+    auth_expiring_t exp[KEYFILE_MAX_KEYS + KEYFILE_MAX_SIGN];
+    char texts[KEYFILE_MAX_KEYS + KEYFILE_MAX_SIGN][200];
+    char *warnings[KEYFILE_MAX_KEYS + KEYFILE_MAX_SIGN];
     int64_t now = (int64_t)time(NULL);
     size_t n_exp = 0;
     if (self->cfg->key_expiry_warn_days)
         n_exp = auth_expiring(self->auth, agency, now, (int64_t)self->cfg->key_expiry_warn_days * DAY_S, exp,
-                              KEYFILE_MAX_KEYS);
-    if (n_exp > KEYFILE_MAX_KEYS)
-        n_exp = KEYFILE_MAX_KEYS;
+                              KEYFILE_MAX_KEYS + KEYFILE_MAX_SIGN);
+    if (n_exp > KEYFILE_MAX_KEYS + KEYFILE_MAX_SIGN)
+        n_exp = KEYFILE_MAX_KEYS + KEYFILE_MAX_SIGN;
     for (size_t i = 0; i < n_exp; i++) {
         char when[KEYFILE_TIME_LEN];
         keyfile_time_format(exp[i].not_after, when, sizeof when);
         snprintf(texts[i], sizeof texts[i],
-                 "key %.8s of %s expires at %s (in %" PRId64 " days); rotate it: civibus registry rotate",
-                 exp[i].key, agency, when, (exp[i].not_after - now) / DAY_S);
+                 "%s %.8s of %s expires at %s (in %" PRId64 " days); rotate it: civibus registry rotate",
+                 exp[i].kind, exp[i].key, agency, when, (exp[i].not_after - now) / DAY_S);
         warnings[i] = texts[i];
     }
     st.n_warnings = n_exp;
@@ -610,8 +610,8 @@ static void s_warn_expiring(router_t *self)
     for (size_t i = 0; i < n; i++) {
         char when[KEYFILE_TIME_LEN];
         keyfile_time_format(exp[i].not_after, when, sizeof when);
-        log_warn("auth", "event=key_expiring agency=%s key=%.8s not_after=%s days=%" PRId64, exp[i].agency,
-                 exp[i].key, when, (exp[i].not_after - now) / DAY_S);
+        log_warn("auth", "event=key_expiring agency=%s key=%.8s not_after=%s days=%" PRId64 " kind=%s", exp[i].agency,
+                 exp[i].key, when, (exp[i].not_after - now) / DAY_S, exp[i].kind[0] == 's' ? "sign" : "curve");
     }
     free(exp);
 }

@@ -76,6 +76,11 @@ rc=0
 "$CLI" registry add $R --agency hub-sign --key-file "$T/b/other.pub" >/dev/null 2>&1 || rc=$?
 [ "$rc" = 2 ] || fail "add --agency hub-sign exited $rc, not 2"
 
+# A signing key that expires within key_expiry_warn_days is warned of at start.
+"$CLI" keygen --agency other --dir "$T/b2" >/dev/null
+"$CLI" registry add $R --agency other --key-file "$T/b/other.pub" --sign-key-file "$T/b/other-sign.pub" >/dev/null
+"$CLI" registry rotate $R --agency other --sign-key-file "$T/b2/other-sign.pub" --overlap-days 3 >/dev/null
+
 # A hub loads the registry holding hub-sign.pub; verify --registry checks its log.
 mkfifo "$T/ready"
 "$HUBD" --data "$T/data" --listen 'tcp://127.0.0.1:*' --registry "$T/reg" --key "$T/keys/hub.key" \
@@ -89,6 +94,7 @@ kill -TERM "$hub"
 wait "$hub" || fail "the hub did not stop cleanly"
 hub=""
 grep -q registry_entry_invalid "$T/hub.log" && fail "the hub read hub-sign.pub as an entry"
+grep -q 'event=key_expiring agency=other key=.* kind=sign' "$T/hub.log" || fail "no warning of the expiring signing key"
 "$CLI" verify --data "$T/data" --registry "$T/reg" >"$T/out" 2>&1 || fail "verify --registry: $(cat "$T/out")"
 grep -q '^ok: 1 entries, 1 checkpoints' "$T/out" || fail "verify --registry: $(cat "$T/out")"
 rc=0
