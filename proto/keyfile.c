@@ -169,6 +169,42 @@ static int s_next_attr(char **p, char **name, char **value, const s_where_t *w)
     return 1;
 }
 
+/* Parse the attributes after a key on a curve/revoked or sign/revoked-sign
+ * line: not-after= always, at= and reason= only on revoked lines, each once. */
+static int s_attrs(char **p, bool revoked, const char *what, const char *kind, int64_t *not_after,
+                   int64_t *revoked_at, char reason[KEYFILE_REASON_MAX + 1], const s_where_t *w)
+{
+    bool seen_na = false, seen_at = false, seen_reason = false;
+    char *name, *value;
+    int rc;
+    while ((rc = s_next_attr(p, &name, &value, w)) == 1) {
+        bool *seen = NULL;
+        if (strcmp(name, "not-after") == 0) {
+            seen = &seen_na;
+            if (keyfile_time_parse(value, not_after) != 0)
+                S_FAIL(w, "not-after=%.32s is not a UTC time YYYY-MM-DDTHH:MM:SSZ", value);
+        } else if (revoked && strcmp(name, "at") == 0) {
+            seen = &seen_at;
+            if (keyfile_time_parse(value, revoked_at) != 0)
+                S_FAIL(w, "at=%.32s is not a UTC time YYYY-MM-DDTHH:MM:SSZ", value);
+        } else if (revoked && strcmp(name, "reason") == 0) {
+            seen = &seen_reason;
+            if (strlen(value) > KEYFILE_REASON_MAX)
+                S_FAIL(w, "reason is longer than %d characters", KEYFILE_REASON_MAX);
+            snprintf(reason, KEYFILE_REASON_MAX + 1, "%s", value);
+        } else {
+            if (revoked)
+                S_FAIL(w, "unknown attribute '%.32s' of %s (a revoked %s takes at=, reason= and not-after=)", name,
+                       what, kind);
+            S_FAIL(w, "unknown attribute '%.32s' of %s (a %s takes not-after=)", name, what, kind);
+        }
+        if (*seen)
+            S_FAIL(w, "attribute %s given twice", name);
+        *seen = true;
+    }
+    return rc == 0 ? KEYFILE_OK : rc;
+}
+
 /* Parse "KEY [attributes]" of a curve (revoked false) or revoked line. */
 static int s_key_line(keyfile_t *out, char *val, bool revoked, const s_where_t *w)
 {
@@ -187,33 +223,8 @@ static int s_key_line(keyfile_t *out, char *val, bool revoked, const s_where_t *
         S_FAIL(w, "more than %d keys", KEYFILE_MAX_KEYS);
     keyfile_key_t k = {.not_after = KEYFILE_FOREVER, .revoked_at = revoked ? 0 : KEYFILE_FOREVER, .line = w->line};
     snprintf(k.z85, sizeof k.z85, "%s", val);
-    bool seen_na = false, seen_at = false, seen_reason = false;
-    char *name, *value;
-    int rc;
-    while ((rc = s_next_attr(&p, &name, &value, w)) == 1) {
-        bool *seen = NULL;
-        if (strcmp(name, "not-after") == 0) {
-            seen = &seen_na;
-            if (keyfile_time_parse(value, &k.not_after) != 0)
-                S_FAIL(w, "not-after=%.32s is not a UTC time YYYY-MM-DDTHH:MM:SSZ", value);
-        } else if (revoked && strcmp(name, "at") == 0) {
-            seen = &seen_at;
-            if (keyfile_time_parse(value, &k.revoked_at) != 0)
-                S_FAIL(w, "at=%.32s is not a UTC time YYYY-MM-DDTHH:MM:SSZ", value);
-        } else if (revoked && strcmp(name, "reason") == 0) {
-            seen = &seen_reason;
-            if (strlen(value) > KEYFILE_REASON_MAX)
-                S_FAIL(w, "reason is longer than %d characters", KEYFILE_REASON_MAX);
-            snprintf(k.reason, sizeof k.reason, "%s", value);
-        } else {
-            S_FAIL(w, "unknown attribute '%.32s' of %s (%s)", name, what,
-                   revoked ? "a revoked key takes at=, reason= and not-after=" : "a curve key takes not-after=");
-        }
-        if (*seen)
-            S_FAIL(w, "attribute %s given twice", name);
-        *seen = true;
-    }
-    if (rc != 0)
+    int rc = s_attrs(&p, revoked, what, "curve key", &k.not_after, &k.revoked_at, k.reason, w);
+    if (rc != KEYFILE_OK)
         return rc;
     out->keys[out->n_keys++] = k;
     if (!revoked)
@@ -255,34 +266,8 @@ static int s_sign_line(keyfile_t *out, char *val, bool revoked, const s_where_t 
             S_FAIL(w, "the signing key appears twice (first on line %d)", out->sign[i].line);
     if (out->n_sign == KEYFILE_MAX_SIGN)
         S_FAIL(w, "more than %d signing keys", KEYFILE_MAX_SIGN);
-    bool seen_na = false, seen_at = false, seen_reason = false;
-    char *name, *value;
-    int rc;
-    while ((rc = s_next_attr(&p, &name, &value, w)) == 1) {
-        bool *seen = NULL;
-        if (strcmp(name, "not-after") == 0) {
-            seen = &seen_na;
-            if (keyfile_time_parse(value, &k.not_after) != 0)
-                S_FAIL(w, "not-after=%.32s is not a UTC time YYYY-MM-DDTHH:MM:SSZ", value);
-        } else if (revoked && strcmp(name, "at") == 0) {
-            seen = &seen_at;
-            if (keyfile_time_parse(value, &k.revoked_at) != 0)
-                S_FAIL(w, "at=%.32s is not a UTC time YYYY-MM-DDTHH:MM:SSZ", value);
-        } else if (revoked && strcmp(name, "reason") == 0) {
-            seen = &seen_reason;
-            if (strlen(value) > KEYFILE_REASON_MAX)
-                S_FAIL(w, "reason is longer than %d characters", KEYFILE_REASON_MAX);
-            snprintf(k.reason, sizeof k.reason, "%s", value);
-        } else {
-            S_FAIL(w, "unknown attribute '%.32s' of %s (%s)", name, what,
-                   revoked ? "a revoked signing key takes at=, reason= and not-after="
-                           : "a signing key takes not-after=");
-        }
-        if (*seen)
-            S_FAIL(w, "attribute %s given twice", name);
-        *seen = true;
-    }
-    if (rc != 0)
+    int rc = s_attrs(&p, revoked, what, "signing key", &k.not_after, &k.revoked_at, k.reason, w);
+    if (rc != KEYFILE_OK)
         return rc;
     out->sign[out->n_sign++] = k;
     return KEYFILE_OK;
