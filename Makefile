@@ -7,6 +7,7 @@
 #   make fuzz         run each fuzz target for a bounded time (clang + libFuzzer)
 #   make memcheck     run the unit tests under valgrind
 #   make install      PREFIX=/usr/local DESTDIR=
+#   make config-docs  regenerate deploy/civibusd.conf and the config reference in docs/OPERATIONS.md
 #   make format clean
 #
 # Switches: SANITIZER=address|undefined|thread|address,undefined   V=1   BUILD=dir
@@ -172,6 +173,18 @@ install: all
 	install -m 0644 adapters/sdk/civibus.h $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' adapters/sdk/civibus.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/civibus.pc
+
+# Regenerate what the config table in hub/config.c generates besides the
+# parser: the sample config and the reference in docs/OPERATIONS.md
+# (test_config fails while either differs).
+.PHONY: config-docs
+config-docs: $(HUBD)
+	$(Q)$(HUBD) --print-config > deploy/civibusd.conf
+	$(Q)$(HUBD) --print-config-md > $(BUILD)/config-reference.md
+	$(Q)awk -v ref=$(BUILD)/config-reference.md \
+	    '/<!-- END config reference/ { skip = 0 } !skip { print } \
+	     /<!-- BEGIN config reference/ { while ((getline l < ref) > 0) print l; skip = 1 }' \
+	    docs/OPERATIONS.md > $(BUILD)/OPERATIONS.md && mv $(BUILD)/OPERATIONS.md docs/OPERATIONS.md
 
 format:
 	clang-format -i $(PROTO_SRC) $(wildcard proto/*.h) hub/*.c hub/*.h adapters/*/*.c adapters/*/*.h

@@ -92,7 +92,7 @@ typedef struct {
 } s_stats_t;
 
 struct router {
-    const config_t *cfg;
+    config_t *cfg; /* borrowed; config_reload updates it */
     void *ctx;
     void *sock;
     void *monitor; /* PAIR reading the ROUTER's monitor events; NULL if it could not start */
@@ -161,6 +161,17 @@ static void s_request_free(s_request_t *r)
     codec_client_free(&r->msg);
 }
 
+/* One line per refused event, rate-limited per code so that a flood of one
+ * kind (bad_signature) does not hide another (not_authorised). The reason
+ * is the hub's own text; quoted all the same. */
+static void s_log_refusal(const char *agency, s_code_t code, const char *reason)
+{
+    char key[64], quoted[600];
+    snprintf(key, sizeof key, "publish_refused.%s", codec_error_name(code));
+    log_limited(LOG_WARN, "router", key, "event=publish_refused agency=%s code=%s reason=%s", agency,
+                codec_error_name(code), log_quote(reason, quoted, sizeof quoted));
+}
+
 static void s_result_refuse(router_t *self, s_request_t *r, size_t i, s_code_t code, const char *reason,
                             const char *agency)
 {
@@ -168,8 +179,7 @@ static void s_result_refuse(router_t *self, s_request_t *r, size_t i, s_code_t c
     res->code = code;
     res->reason = strdup(reason);
     s_refuse_count(self, code);
-    log_limited(LOG_WARN, "router", "router.refused", "event=publish_refused agency=%s code=%s reason=\"%s\"",
-                agency, codec_error_name(code), reason);
+    s_log_refusal(agency, code, reason);
 }
 
 /* Validate every event of a Publish and queue the good ones for the batch.
@@ -266,8 +276,7 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
         snprintf(reason, sizeof reason, "a publish may carry at most %" PRIu64 " events (batch_max), not %zu",
                  self->cfg->batch_max, n);
         s_refuse_count(self, C(TOO_LARGE));
-        log_limited(LOG_WARN, "router", "router.refused", "event=publish_refused agency=%s code=too_large reason=\"%s\"",
-                    agency, reason);
+        s_log_refusal(agency, C(TOO_LARGE), reason);
         wire_send_error(self->sock, peer, request_id, NULL, C(TOO_LARGE), reason);
         codec_client_free(&msg);
         return;
@@ -442,8 +451,9 @@ static void s_on_subscribe(router_t *self, const wire_peer_t *peer, const char *
     s_code_t code = subs_open(self->subs, agency, key, peer, req, &next, reason, sizeof reason);
     if (code != C(OK)) {
         s_refuse_count(self, code);
-        log_limited(LOG_WARN, "router", "router.subscribe", "event=subscribe_refused agency=%s code=%s reason=\"%s\"",
-                    agency, codec_error_name(code), reason);
+        char quoted[600];
+        log_limited(LOG_WARN, "router", "subscribe_refused", "event=subscribe_refused agency=%s code=%s reason=%s",
+                    agency, codec_error_name(code), log_quote(reason, quoted, sizeof quoted));
         wire_send_error(self->sock, peer, 0, req->name, code, reason);
         return;
     }
@@ -645,7 +655,7 @@ static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *ag
                                                       : "key not registered";
     s_refuse_count(self, C(NOT_AUTHORISED));
     self->stats.key_refused++;
-    log_limited(LOG_WARN, "router", "router.key",
+    log_limited(LOG_WARN, "router", "message_refused.key",
                 "event=message_refused agency=%s code=not_authorised reason=key_%s key=%.8s", agency,
                 auth_key_status_name(status), key ? key : "-");
     wire_send_error(self->sock, peer, request_id, sub, C(NOT_AUTHORISED), reason);
@@ -670,8 +680,9 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
     if (rc != CODEC_OK) {
         s_code_t code = rc == CODEC_TOO_LARGE ? C(TOO_LARGE) : C(MALFORMED);
         s_refuse_count(self, code);
-        log_limited(LOG_WARN, "router", "router.malformed", "event=message_refused agency=%s code=%s bytes=%zu",
-                    agency, codec_error_name(code), len);
+        const char *kind = code == C(TOO_LARGE) ? "message_refused.too_large" : "message_refused.malformed";
+        log_limited(LOG_WARN, "router", kind, "event=message_refused agency=%s code=%s bytes=%zu", agency,
+                    codec_error_name(code), len);
         wire_send_error(self->sock, peer, request_id, NULL, code,
                         code == C(TOO_LARGE) ? "message exceeds max_message_size"
                                              : "message is not a valid ClientMessage encoding");
@@ -682,6 +693,8 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         snprintf(reason, sizeof reason, "protocol version %u is not supported; this hub speaks %d", msg->version,
                  CODEC_PROTOCOL_VERSION);
         s_refuse_count(self, C(UNSUPPORTED_VERSION));
+        log_limited(LOG_WARN, "router", "message_refused.unsupported_version",
+                    "event=message_refused agency=%s code=unsupported_version version=%u", agency, msg->version);
         wire_send_error(self->sock, peer, 0, NULL, C(UNSUPPORTED_VERSION), reason);
         codec_client_free(&msg);
         return;
@@ -689,6 +702,8 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
     if (msg->version == 0 || msg->body_case == CIVIBUS__V1__CLIENT_MESSAGE__BODY__NOT_SET) {
         /* An empty frame decodes as an empty message: nothing was asked. */
         s_refuse_count(self, C(MALFORMED));
+        log_limited(LOG_WARN, "router", "message_refused.malformed",
+                    "event=message_refused agency=%s code=malformed reason=no_version_or_request", agency);
         wire_send_error(self->sock, peer, 0, NULL, C(MALFORMED), "message has no version or no request");
         codec_client_free(&msg);
         return;
@@ -728,6 +743,8 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         break;
     default:
         s_refuse_count(self, C(BAD_REQUEST));
+        log_limited(LOG_WARN, "router", "message_refused.bad_request",
+                    "event=message_refused agency=%s code=bad_request reason=unknown_request", agency);
         wire_send_error(self->sock, peer, 0, NULL, C(BAD_REQUEST), "unknown request");
         break;
     }
@@ -775,8 +792,8 @@ static int s_read_one(router_t *self)
             zmq_msg_close(&rest);
         } while (more);
         s_refuse_count(self, C(MALFORMED));
-        log_limited(LOG_WARN, "router", "router.malformed", "event=message_refused agency=%s code=malformed reason=multipart",
-                    who[0] ? who : "-");
+        log_limited(LOG_WARN, "router", "message_refused.malformed",
+                    "event=message_refused agency=%s code=malformed reason=multipart", who[0] ? who : "-");
         wire_send_error(self->sock, &peer, 0, NULL, C(MALFORMED), "a message must be exactly one frame");
     } else if (!agency || !codec_agency_valid(who)) {
         /* Cannot happen with ZAP enforced; refuse rather than guess. */
@@ -930,7 +947,9 @@ static int s_socket_open(router_t *self)
         return -1;
     }
     if (!key.curve_secret[0]) {
-        log_error("router", "event=hub_key_invalid error=\"%s has no curve-secret\"", cfg->key);
+        char why[600], quoted[700];
+        snprintf(why, sizeof why, "%s has no curve-secret", cfg->key);
+        log_error("router", "event=hub_key_invalid error=%s", log_quote(why, quoted, sizeof quoted));
         return -1;
     }
     self->sock = zmq_socket(self->ctx, ZMQ_ROUTER);
@@ -984,19 +1003,22 @@ static int s_policy_load(router_t *self)
     char err[512], quoted[600];
     policy_t *p = policy_load(self->cfg->policy, err, sizeof err);
     if (!p) {
+        /* subs exists once the hub started: a reload keeps what is in force. */
         log_error("router", "event=policy_invalid error=%s action=%s", log_quote(err, quoted, sizeof quoted),
-                  self->policy ? "kept_previous" : "refusing_to_start");
+                  self->subs ? "kept_previous" : "refusing_to_start");
         return -1;
     }
     policy_destroy(&self->policy);
     self->policy = p;
     if (self->subs)
         subs_set_policy(self->subs, p);
-    log_info("router", "event=policy_loaded file=%s rules=%zu", self->cfg->policy, policy_rule_count(p));
+    char qfile[600];
+    log_info("router", "event=policy_loaded file=%s rules=%zu", log_quote(self->cfg->policy, qfile, sizeof qfile),
+             policy_rule_count(p));
     return 0;
 }
 
-router_t *router_new(const config_t *cfg)
+router_t *router_new(config_t *cfg)
 {
     router_t *self = calloc(1, sizeof *self);
     if (!self)
@@ -1118,6 +1140,7 @@ static int s_turn(router_t *self)
     if (now - self->last_expire_ms >= EXPIRE_EVERY_MS) {
         subs_expire(self->subs, now);
         subs_drop_invalid(self->subs, s_key_still_valid, self);
+        log_flush_suppressed(false);
         self->last_expire_ms = now;
     }
     return 0;
@@ -1139,15 +1162,34 @@ static void s_log_stats(router_t *self)
              auth_refused(self->auth), s->handshakes_failed, journal_last_seq(self->journal));
 }
 
+/* SIGHUP: the config file first (its reloadable keys, told to the modules
+ * that copied them), then the registry and the policy as before. */
+static void s_reload(router_t *self)
+{
+    const config_t *cfg = self->cfg;
+    size_t changed;
+    if (config_reload(self->cfg, &changed) == CONFIG_OK) {
+        log_set_level((log_level_t)log_level_parse(cfg->log_level));
+        log_set_format((log_format_t)log_format_parse(cfg->log_format));
+        subs_opts_t so = {.max_sessions = cfg->subscriptions_max,
+                          .credit_max = (uint32_t)cfg->credit_max,
+                          .session_timeout_ms = (int64_t)cfg->session_timeout_ms};
+        subs_set_opts(self->subs, &so);
+        chain_set_interval(self->chain, cfg->checkpoint_events, cfg->checkpoint_seconds * 1000);
+        log_info("router", "event=config_reloaded changed=%zu", changed);
+    }
+    auth_reload(self->auth);
+    s_warn_expiring(self);
+    if (cfg->policy[0])
+        s_policy_load(self);
+}
+
 int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
 {
     while (!*stop) {
         if (*reload) {
             *reload = 0;
-            auth_reload(self->auth);
-            s_warn_expiring(self);
-            if (self->cfg->policy[0])
-                s_policy_load(self);
+            s_reload(self);
         }
         if (codec_mono_ms() - self->last_key_warn_ms >= KEY_WARN_EVERY_MS)
             s_warn_expiring(self);
@@ -1167,18 +1209,34 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
             return -1;
         }
     }
-    /* What connected adapters already sent is committed and acknowledged;
-     * nothing more is read after this turn. (zmq_unbind would also cut the
-     * established connections, losing those acknowledgements.) */
+    /* The drain. What connected adapters already sent is committed and
+     * acknowledged; nothing more is read after this turn. (zmq_unbind would
+     * also cut the established connections, losing those
+     * acknowledgements.) main's watchdog bounds all of it. */
+    int64_t t0 = codec_mono_ms();
+    const s_stats_t before = self->stats;
+    log_info("router", "event=draining sessions=%zu last_seq=%" PRIu64, subs_count(self->subs),
+             journal_last_seq(self->journal));
     s_turn(self);
     const journal_cursor_t *cursors;
     size_t n = subs_take_dirty(self->subs, &cursors);
-    if (n && journal_save_cursors(self->journal, cursors, n) == JOURNAL_OK)
+    int crc = n ? journal_save_cursors(self->journal, cursors, n) : JOURNAL_OK;
+    if (n && crc == JOURNAL_OK)
         subs_saved(self->subs);
     /* The last word on the log: an outsider can tell a later truncation. */
-    chain_checkpoint(self->chain);
+    int cprc = chain_checkpoint(self->chain);
     if (self->monitor)
         s_on_monitor(self);
+    uint64_t refused = 0;
+    for (int i = 0; i < CODE_COUNT; i++)
+        refused += self->stats.refused[i] - before.refused[i];
+    log_info("router",
+             "event=drained accepted=%" PRIu64 " duplicates=%" PRIu64 " refused=%" PRIu64 " replies_lost=%" PRIu64
+             " cursors_saved=%zu cursors_failed=%zu checkpoint=%s ms=%" PRId64,
+             self->stats.accepted - before.accepted, self->stats.duplicates - before.duplicates, refused,
+             self->stats.replies_lost - before.replies_lost, crc == JOURNAL_OK ? n : 0, crc == JOURNAL_OK ? 0 : n,
+             !self->chain ? "none" : cprc == 0 ? "ok" : "failed", codec_mono_ms() - t0);
+    log_flush_suppressed(true);
     s_log_stats(self);
     log_info("router", "event=stopped last_seq=%" PRIu64, journal_last_seq(self->journal));
     return 0;

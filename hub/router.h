@@ -18,8 +18,9 @@
 typedef struct router router_t;
 
 /* Open the journal, load the registry, start ZAP, bind the socket. NULL on
- * error (logged). cfg is borrowed and must outlive the router. */
-router_t *router_new(const config_t *cfg);
+ * error (logged). cfg is borrowed and must outlive the router; a reload
+ * updates its reloadable keys in place. */
+router_t *router_new(config_t *cfg);
 /* Close everything in order: socket, subscriptions (cursors saved), ZAP
  * handler, context, journal. NULL-safe; nulls *self_p. */
 void router_destroy(router_t **self_p);
@@ -27,9 +28,12 @@ void router_destroy(router_t **self_p);
 /* The endpoint actually bound (with the port chosen for "*"). */
 const char *router_endpoint(const router_t *self);
 
-/* Serve until *stop becomes non-zero; then stop accepting, commit and ack
- * what was already received, save cursors and return 0. When *reload is
- * non-zero the registry is re-read and *reload cleared. */
+/* Serve until *stop becomes non-zero; then drain: stop reading, commit and
+ * ack what was already received, save cursors, write a checkpoint, log the
+ * figures (event=draining, event=drained) and return 0. When *reload is
+ * non-zero it is cleared and the config file (config_reload: the
+ * reloadable keys are applied to the modules), the registry and the policy
+ * are re-read. */
 int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
 
 #endif

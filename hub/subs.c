@@ -350,6 +350,11 @@ void subs_drop_peer(subs_t *self, const wire_peer_t *peer, const char *why)
     }
 }
 
+void subs_set_opts(subs_t *self, const subs_opts_t *opts)
+{
+    self->opts = *opts;
+}
+
 void subs_set_policy(subs_t *self, const policy_t *policy)
 {
     self->policy = policy;

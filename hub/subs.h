@@ -65,6 +65,11 @@ Civibus__V1__ErrorCode subs_credit(subs_t *self, const char *agency, const wire_
                                    uint32_t credit);
 Civibus__V1__ErrorCode subs_close(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name);
 
+/* New limits (a config reload). A lower credit_max applies to the next
+ * grant, a lower max_sessions to the next subscribe, a new session timeout
+ * at the next expiry check; nothing open is closed for it. */
+void subs_set_opts(subs_t *self, const subs_opts_t *opts);
+
 /* The access policy to enforce (borrowed; NULL allows everything). A
  * subscription none of whose filters the policy allows is refused; events
  * the policy withholds are skipped like filtered-out ones. */

@@ -275,6 +275,20 @@ int harness_stop(harness_t *self)
     return rc;
 }
 
+int harness_signal(harness_t *self, int sig)
+{
+    if (self->pid <= 0)
+        return -1;
+    return kill(self->pid, sig) == 0 ? 0 : -1;
+}
+
+int harness_wait(harness_t *self, int timeout_ms)
+{
+    if (self->pid <= 0)
+        return -1;
+    return s_reap(self, timeout_ms);
+}
+
 int harness_kill(harness_t *self)
 {
     if (self->pid <= 0)

@@ -35,6 +35,11 @@ int harness_start(harness_t *self, const char *const *extra_args);
 /* SIGTERM and wait up to 15 s (then SIGKILL). Returns the exit status
  * (0..255), 128+signal if killed, -1 on error. */
 int harness_stop(harness_t *self);
+/* Send sig to the hub; 0 on success, -1 when none runs. */
+int harness_signal(harness_t *self, int sig);
+/* Wait up to timeout_ms for the hub to exit by itself, sending nothing.
+ * Returns its exit status as harness_stop does, -2 when it still runs. */
+int harness_wait(harness_t *self, int timeout_ms);
 /* SIGKILL the hub and reap it. */
 int harness_kill(harness_t *self);
 bool harness_running(const harness_t *self);
