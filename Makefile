@@ -6,7 +6,8 @@
 #   make bench        build optimised and run the benchmarks
 #   make fuzz         run each fuzz target for a bounded time (clang + libFuzzer)
 #   make memcheck     run the unit tests under valgrind
-#   make install      PREFIX=/usr/local DESTDIR=
+#   make install      PREFIX=/usr/local DESTDIR=  (also the systemd unit, sysusers.d and
+#                     tmpfiles.d files, the sample config, the Prometheus files: deploy/README.md)
 #   make config-docs  regenerate deploy/civibusd.conf and the config reference in docs/OPERATIONS.md
 #   make format clean
 #
@@ -17,6 +18,14 @@
 BUILD     ?= build
 PREFIX    ?= /usr/local
 DESTDIR   ?=
+# Where systemd looks for units, sysusers.d and tmpfiles.d files under PREFIX.
+# The configuration goes to /etc/civibus for the system prefixes, else under
+# PREFIX, so that an install into a private prefix needs no root.
+SYSCONFDIR  ?= $(if $(filter /usr /usr/local,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+SHAREDIR    ?= $(PREFIX)/share/civibus
 CC        ?= cc
 OPT       ?= -O2
 SANITIZER ?=
@@ -164,6 +173,8 @@ memcheck:
 	$(Q)$(MAKE) --no-print-directory BUILD=build/memcheck OPT=-O0 tests
 	$(Q)MEMCHECK=1 sh tests/run.sh build/memcheck
 
+# An operator's configuration, and the mode and owner that civibus.tmpfiles.conf
+# gave $(SYSCONFDIR)/civibus, are never overwritten.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 0755 $(HUBD) $(CLI) $(DESTDIR)$(PREFIX)/bin/
@@ -173,6 +184,19 @@ install: all
 	install -m 0644 adapters/sdk/civibus.h $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' adapters/sdk/civibus.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/civibus.pc
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+	    $(DESTDIR)$(SHAREDIR)/prometheus
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/etc/civibus/|$(SYSCONFDIR)/civibus/|g' \
+	    deploy/civibusd.service > $(DESTDIR)$(UNITDIR)/civibusd.service
+	sed -e 's|/etc/civibus|$(SYSCONFDIR)/civibus|g' \
+	    deploy/civibus.tmpfiles.conf > $(DESTDIR)$(TMPFILESDIR)/civibus.conf
+	chmod 0644 $(DESTDIR)$(UNITDIR)/civibusd.service $(DESTDIR)$(TMPFILESDIR)/civibus.conf
+	install -m 0644 deploy/civibus.sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/civibus.conf
+	install -m 0644 deploy/civibusd.conf deploy/policy.conf $(DESTDIR)$(SHAREDIR)/
+	install -m 0644 deploy/prometheus/prometheus.yml deploy/prometheus/alerts.yml $(DESTDIR)$(SHAREDIR)/prometheus/
+	[ -d $(DESTDIR)$(SYSCONFDIR)/civibus ] || install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/civibus
+	[ -e $(DESTDIR)$(SYSCONFDIR)/civibus/civibusd.conf ] || \
+	    install -m 0644 deploy/civibusd.conf $(DESTDIR)$(SYSCONFDIR)/civibus/civibusd.conf
 
 # Regenerate what the config table in hub/config.c generates besides the
 # parser: the sample config and the reference in docs/OPERATIONS.md

@@ -40,5 +40,7 @@ int cmd_status(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
 
 #endif

@@ -29,6 +29,8 @@ static const s_command_t s_commands[] = {
     {"policy", cmd_policy, "check an access policy file, explain a decision"},
     {"registry", cmd_registry, "add, list, rotate and revoke agency keys in a registry folder"},
     {"verify", cmd_verify, "check the log's hash chain and signed checkpoints offline"},
+    {"backup", cmd_backup, "copy the hub's log into one file while the hub runs"},
+    {"restore", cmd_restore, "write a backup into an empty data directory, verified"},
 };
 #define S_N_COMMANDS (sizeof s_commands / sizeof s_commands[0])
 
