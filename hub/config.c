@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_STRING, T_BOOL, T_SIZE, T_UINT } s_type_t;
+typedef enum { T_STRING, T_BOOL, T_SIZE, T_UINT, T_DURATION } s_type_t;
 
 typedef struct {
     const char *name;
@@ -81,10 +81,27 @@ static const s_key_t s_keys[] = {
      "write a signed checkpoint after this many new log entries", NULL},
     {"checkpoint_seconds", T_UINT, OFF(checkpoint_seconds), "60", 1, 86400,
      "write a signed checkpoint after this many seconds if the log grew (and always at a clean stop)", NULL},
+    {"retention_max_age", T_DURATION, OFF(retention_max_age), "0", 0, 100ULL * 366 * 86400,
+     "delete log entries received longer ago than this (seconds, or with an s, m, h or d suffix; docs/LOG.md); "
+     "0: keep them",
+     NULL},
+    {"retention_max_bytes", T_SIZE, OFF(retention_max_bytes), "0", 0, 1024 * 1024 * GiB,
+     "delete the oldest log entries while the log takes more than this (its LMDB pages); 0: no limit", NULL},
+    {"retention_keep_subscriptions", T_STRING, OFF(retention_keep_subscriptions), "", 0, 0,
+     "comma-separated agency/name of durable subscriptions whose unacknowledged entries retention keeps, past "
+     "the limits; when they hold the log until map_size_max, publishes get storage_full",
+     NULL},
+    {"retention_batch", T_UINT, OFF(retention_batch), "1000", 1, 100000,
+     "log entries retention deletes per transaction, at most", NULL},
 };
 #define N_KEYS (sizeof s_keys / sizeof s_keys[0])
 
-static int s_parse_size(const char *text, uint64_t *out)
+/* A decimal number, optionally followed by one of the unit letters in units,
+ * which scales it by the matching mults[]; *rest gets what follows the
+ * number and its unit, *unit whether there was one. -1 when there is no
+ * number, it is negative, or it overflows. */
+static int s_parse_scaled(const char *text, const char *units, const uint64_t *mults, const char **rest,
+                          bool *unit, uint64_t *out)
 {
     errno = 0;
     char *end;
@@ -92,21 +109,40 @@ static int s_parse_size(const char *text, uint64_t *out)
     if (errno || end == text || text[0] == '-')
         return -1;
     uint64_t mult = 1;
-    switch (*end) {
-    case 'K': case 'k': mult = KiB; end++; break;
-    case 'M': case 'm': mult = MiB; end++; break;
-    case 'G': case 'g': mult = GiB; end++; break;
-    case 'T': case 't': mult = 1024 * GiB; end++; break;
-    default: break;
-    }
-    if (mult > 1 && strcmp(end, "iB") == 0)
-        end += 2;
-    else if (mult > 1 && *end == 'B')
+    const char *u = *end ? strchr(units, *end) : NULL;
+    if (u) {
+        mult = mults[u - units];
         end++;
-    if (*end != '\0' || (v && mult > UINT64_MAX / v))
+    }
+    if (v && mult > UINT64_MAX / v)
         return -1;
+    *rest = end;
+    *unit = u != NULL;
     *out = v * mult;
     return 0;
+}
+
+static int s_parse_size(const char *text, uint64_t *out)
+{
+    static const uint64_t mults[] = {KiB, KiB, MiB, MiB, GiB, GiB, 1024 * GiB, 1024 * GiB};
+    const char *end;
+    bool unit;
+    if (s_parse_scaled(text, "KkMmGgTt", mults, &end, &unit, out) != 0)
+        return -1;
+    if (unit && strcmp(end, "iB") == 0)
+        end += 2;
+    else if (unit && *end == 'B')
+        end++;
+    return *end == '\0' ? 0 : -1;
+}
+
+/* Seconds, or a number with an s, m, h or d suffix. */
+static int s_parse_duration(const char *text, uint64_t *out)
+{
+    static const uint64_t mults[] = {1, 60, 3600, 86400};
+    const char *end;
+    bool unit;
+    return s_parse_scaled(text, "smhd", mults, &end, &unit, out) == 0 && *end == '\0' ? 0 : -1;
 }
 
 static int s_set(config_t *cfg, const s_key_t *k, const char *value, const char *where)
@@ -132,6 +168,10 @@ static int s_set(config_t *cfg, const s_key_t *k, const char *value, const char 
         if (s_parse_size(value, &v) != 0)
             goto invalid;
         break;
+    case T_DURATION:
+        if (s_parse_duration(value, &v) != 0)
+            goto invalid;
+        break;
     case T_UINT: {
         char *end;
         errno = 0;
@@ -150,7 +190,10 @@ static int s_set(config_t *cfg, const s_key_t *k, const char *value, const char 
     return 0;
 invalid:
     fprintf(stderr, "civibusd: %s: %s = %s is not a valid %s\n", where, k->name, value,
-            k->type == T_BOOL ? "boolean (true/false)" : k->type == T_SIZE ? "size (e.g. 64MiB)" : "number");
+            k->type == T_BOOL       ? "boolean (true/false)"
+            : k->type == T_SIZE     ? "size (e.g. 64MiB)"
+            : k->type == T_DURATION ? "duration (seconds, or e.g. 90m, 30d)"
+                                    : "number");
     return -1;
 }
 
@@ -266,7 +309,7 @@ void config_write_sample(FILE *out)
     for (size_t i = 0; i < N_KEYS; i++) {
         const s_key_t *k = &s_keys[i];
         fprintf(out, "\n# %s\n", k->help);
-        if (k->type == T_SIZE || k->type == T_UINT)
+        if (k->type == T_SIZE || k->type == T_UINT || k->type == T_DURATION)
             fprintf(out, "# bounds: %" PRIu64 " to %" PRIu64 "\n", k->min, k->max);
         if (k->def && k->def[0])
             fprintf(out, "#%s = %s\n", k->name, k->def);

@@ -5,7 +5,8 @@
  * (--config FILE; "key = value" lines, '#' comments), command-line flags
  * (every key is also a flag: map_size_max -> --map-size-max VALUE; booleans
  * take no value and have a --no- form). Sizes accept K, M, G suffixes (powers
- * of 1024, optionally followed by "iB"). Every value is checked against its
+ * of 1024, optionally followed by "iB"); durations are seconds, or take an
+ * s, m, h or d suffix. Every value is checked against its
  * bounds; an error names the key, the source and the line.
  */
 #ifndef CIVIBUS_CONFIG_H
@@ -42,6 +43,10 @@ typedef struct {
     char *signing_key;           /* Ed25519 secret key for checkpoints; "" for none */
     uint64_t checkpoint_events;  /* a checkpoint after this many new entries ... */
     uint64_t checkpoint_seconds; /* ... or this long, if the log grew */
+    uint64_t retention_max_age;   /* seconds; entries older are deleted (0: keep) */
+    uint64_t retention_max_bytes; /* the log's pages are kept under this (0: keep) */
+    char *retention_keep_subscriptions; /* "agency/name,..." whose unacknowledged entries stay */
+    uint64_t retention_batch;     /* entries deleted per transaction */
 } config_t;
 
 enum config_err {
