@@ -1353,9 +1353,8 @@ static void test_retention_anchor_verifies(void **state)
     s_raw_anchor(f->dir, anchor, true);
     assert_int_equal(s_verify(f->dir, key, 0, &rep), LOGFILE_TAMPERED);
     assert_int_equal(rep.bad_seq, 160);
-    /* and one that does not parse is named */
-    uint8_t *empty = anchor;
-    MDB_val k = {sizeof LOGFILE_ANCHOR_KEY - 1, LOGFILE_ANCHOR_KEY}, v = {8, empty};
+    /* and one that does not parse (too short) is named */
+    MDB_val k = {sizeof LOGFILE_ANCHOR_KEY - 1, LOGFILE_ANCHOR_KEY}, v = {8, anchor};
     s_raw_put(f->dir, "meta", 0, &k, &v);
     assert_int_equal(s_verify(f->dir, key, 0, &rep), LOGFILE_TAMPERED);
     assert_non_null(strstr(rep.problem, "anchor"));
