@@ -24,14 +24,14 @@
 
 #include "log.h"
 
-typedef enum { T_STRING, T_BOOL, T_SIZE, T_UINT, T_CHOICE } s_type_t;
+typedef enum { T_STRING, T_BOOL, T_SIZE, T_UINT, T_DURATION, T_CHOICE } s_type_t;
 
 typedef struct {
     const char *name;
     s_type_t type;
     size_t offset;
     const char *def; /* default, as text; NULL: required */
-    uint64_t min, max; /* bounds of T_SIZE and T_UINT */
+    uint64_t min, max; /* bounds of T_SIZE, T_UINT and T_DURATION */
     bool reloadable;   /* a SIGHUP applies a change (else: restart) */
     const char *help;
     /* Required keys: a value for the sample file. T_CHOICE: the values
@@ -108,10 +108,27 @@ static const s_key_t s_keys[] = {
      "write a signed checkpoint after this many seconds if the log grew (and always at a clean stop)", NULL},
     {"drain_timeout_ms", T_UINT, OFF(drain_timeout_ms), "30000", 100, 3600000, RESTART,
      "a stop (SIGTERM, SIGINT) that takes longer than this exits at once, with code 4 (a wedged disk)", NULL},
+    {"retention_max_age", T_DURATION, OFF(retention_max_age), "0", 0, 100ULL * 366 * 86400, RELOAD,
+     "delete log entries received longer ago than this (seconds, or with an s, m, h or d suffix; docs/LOG.md); "
+     "0: keep them",
+     NULL},
+    {"retention_max_bytes", T_SIZE, OFF(retention_max_bytes), "0", 0, 1024 * 1024 * GiB, RELOAD,
+     "delete the oldest log entries while the log takes more than this (its LMDB pages); 0: no limit", NULL},
+    {"retention_keep_subscriptions", T_STRING, OFF(retention_keep_subscriptions), "", 0, 0, RELOAD,
+     "comma-separated agency/name of durable subscriptions whose unacknowledged entries retention keeps, past "
+     "the limits; when they hold the log until map_size_max, publishes get storage_full",
+     NULL},
+    {"retention_batch", T_UINT, OFF(retention_batch), "1000", 1, 100000, RELOAD,
+     "log entries retention deletes per transaction, at most", NULL},
 };
 #define N_KEYS (sizeof s_keys / sizeof s_keys[0])
 
-static int s_parse_size(const char *text, uint64_t *out)
+/* A decimal number, optionally followed by one of the unit letters in units,
+ * which scales it by the matching mults[]; *rest gets what follows the
+ * number and its unit, *unit whether there was one. -1 when there is no
+ * number, it is negative, or it overflows. */
+static int s_parse_scaled(const char *text, const char *units, const uint64_t *mults, const char **rest,
+                          bool *unit, uint64_t *out)
 {
     errno = 0;
     char *end;
@@ -119,23 +136,18 @@ static int s_parse_size(const char *text, uint64_t *out)
     if (errno || end == text || text[0] == '-')
         return -1;
     uint64_t mult = 1;
-    switch (*end) {
-    case 'K': case 'k': mult = KiB; end++; break;
-    case 'M': case 'm': mult = MiB; end++; break;
-    case 'G': case 'g': mult = GiB; end++; break;
-    case 'T': case 't': mult = 1024 * GiB; end++; break;
-    default: break;
-    }
-    if (mult > 1 && strcmp(end, "iB") == 0)
-        end += 2;
-    else if (mult > 1 && *end == 'B')
+    const char *u = *end ? strchr(units, *end) : NULL;
+    if (u) {
+        mult = mults[u - units];
         end++;
-    if (*end != '\0' || (v && mult > UINT64_MAX / v))
+    }
+    if (v && mult > UINT64_MAX / v)
         return -1;
+    *rest = end;
+    *unit = u != NULL;
     *out = v * mult;
     return 0;
 }
-
 
 /* Put a message into err (err_len bytes). Returns -1, for "return s_err(...)". */
 static int s_err(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -159,6 +171,29 @@ static bool s_choice_ok(const char *choices, const char *value)
         p += len + (bar ? 1 : 0);
     }
     return false;
+}
+
+static int s_parse_size(const char *text, uint64_t *out)
+{
+    static const uint64_t mults[] = {KiB, KiB, MiB, MiB, GiB, GiB, 1024 * GiB, 1024 * GiB};
+    const char *end;
+    bool unit;
+    if (s_parse_scaled(text, "KkMmGgTt", mults, &end, &unit, out) != 0)
+        return -1;
+    if (unit && strcmp(end, "iB") == 0)
+        end += 2;
+    else if (unit && *end == 'B')
+        end++;
+    return *end == '\0' ? 0 : -1;
+}
+
+/* Seconds, or a number with an s, m, h or d suffix. */
+static int s_parse_duration(const char *text, uint64_t *out)
+{
+    static const uint64_t mults[] = {1, 60, 3600, 86400};
+    const char *end;
+    bool unit;
+    return s_parse_scaled(text, "smhd", mults, &end, &unit, out) == 0 && *end == '\0' ? 0 : -1;
 }
 
 static int s_set(config_t *cfg, const s_key_t *k, const char *value, const char *where, char *err, size_t err_len)
@@ -188,6 +223,10 @@ static int s_set(config_t *cfg, const s_key_t *k, const char *value, const char 
         if (s_parse_size(value, &v) != 0)
             goto invalid;
         break;
+    case T_DURATION:
+        if (s_parse_duration(value, &v) != 0)
+            goto invalid;
+        break;
     case T_UINT: {
         char *end;
         errno = 0;
@@ -204,7 +243,10 @@ static int s_set(config_t *cfg, const s_key_t *k, const char *value, const char 
     return 0;
 invalid:
     return s_err(err, err_len, "%s: %s = %s is not a valid %s", where, k->name, value,
-                 k->type == T_BOOL ? "boolean (true/false)" : k->type == T_SIZE ? "size (e.g. 64MiB)" : "number");
+                 k->type == T_BOOL       ? "boolean (true/false)"
+                 : k->type == T_SIZE     ? "size (e.g. 64MiB)"
+                 : k->type == T_DURATION ? "duration (seconds, or e.g. 90m, 30d)"
+                                         : "number");
 }
 
 static const s_key_t *s_find(const char *name)
@@ -328,7 +370,7 @@ void config_write_sample(FILE *out)
     for (size_t i = 0; i < N_KEYS; i++) {
         const s_key_t *k = &s_keys[i];
         fprintf(out, "\n# %s\n", k->help);
-        if (k->type == T_SIZE || k->type == T_UINT)
+        if (k->type == T_SIZE || k->type == T_UINT || k->type == T_DURATION)
             fprintf(out, "# bounds: %" PRIu64 " to %" PRIu64 "\n", k->min, k->max);
         else if (k->type == T_CHOICE)
             fprintf(out, "# one of: %s\n", k->example);
@@ -366,7 +408,7 @@ static void s_md_cell(FILE *out, const char *text)
 
 void config_write_markdown(FILE *out)
 {
-    static const char *const types[] = {"string", "bool", "size", "number", "choice"};
+    static const char *const types[] = {"string", "bool", "size", "number", "duration", "choice"};
     fprintf(out, "| key | type | default | bounds | reload | meaning |\n"
                  "|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < N_KEYS; i++) {
@@ -388,6 +430,9 @@ void config_write_markdown(FILE *out)
             break;
         case T_UINT:
             fprintf(out, "%" PRIu64 " – %" PRIu64, k->min, k->max);
+            break;
+        case T_DURATION:
+            fprintf(out, "%" PRIu64 " – %" PRIu64 " s", k->min, k->max);
             break;
         case T_CHOICE:
             for (const char *p = k->example; *p; p++) {
@@ -534,6 +579,7 @@ static const char *s_value_text(const config_t *cfg, const s_key_t *k, char *buf
         return *(const bool *)field ? "true" : "false";
     case T_SIZE:
     case T_UINT:
+    case T_DURATION:
         snprintf(buf, len, "%" PRIu64, *(const uint64_t *)field);
         return buf;
     }
@@ -551,6 +597,7 @@ static bool s_same(const config_t *a, const config_t *b, const s_key_t *k)
         return *(const bool *)fa == *(const bool *)fb;
     case T_SIZE:
     case T_UINT:
+    case T_DURATION:
         return *(const uint64_t *)fa == *(const uint64_t *)fb;
     }
     return true;

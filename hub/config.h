@@ -6,7 +6,8 @@
  * (--config FILE; "key = value" lines, '#' comments), command-line flags
  * (every key is also a flag: map_size_max -> --map-size-max VALUE; booleans
  * take no value and have a --no- form). Sizes accept K, M, G suffixes (powers
- * of 1024, optionally followed by "iB"). Every value is checked against its
+ * of 1024, optionally followed by "iB"); durations are seconds, or take an
+ * s, m, h or d suffix. Every value is checked against its
  * bounds; an error names the key, the source and the line.
  *
  * Reload (SIGHUP): config_reload reads the same sources again, validates
@@ -49,6 +50,10 @@ typedef struct {
     uint64_t checkpoint_events;  /* a checkpoint after this many new entries ... */
     uint64_t checkpoint_seconds; /* ... or this long, if the log grew */
     uint64_t drain_timeout_ms;   /* a stop that takes longer exits at once */
+    uint64_t retention_max_age;   /* seconds; entries older are deleted (0: keep) */
+    uint64_t retention_max_bytes; /* the log's pages are kept under this (0: keep) */
+    char *retention_keep_subscriptions; /* "agency/name,..." whose unacknowledged entries stay */
+    uint64_t retention_batch;     /* entries deleted per transaction */
 
     /* The sources, kept for config_reload: main's argv (borrowed). */
     int argc;

@@ -62,7 +62,8 @@
 #define IDLE_POLL_MS 250
 #define BUSY_POLL_MS 5
 #define EXPIRE_EVERY_MS 1000
-#define CODE_COUNT 11
+#define RETAIN_RETRY_MS 1000 /* retention waits this long after a failure */
+#define CODE_COUNT 12
 #define TRANSPORT_SLACK (64 * 1024)
 #define KEY_WARN_EVERY_MS (24 * 3600 * 1000LL) /* expiring keys are logged daily */
 #define DAY_S (24 * 3600)
@@ -114,6 +115,9 @@ struct router {
     size_t n_held; /* events of all pending requests, refused ones included */
 
     batch_t replay;
+    bool retention;   /* a retention limit is set */
+    bool retain_more; /* the last turn's retention stopped at its budget */
+    int64_t retain_after_ms; /* after a failure, retention waits until then */
     s_stats_t stats;
     int64_t last_flush_ms;
     int64_t last_expire_ms;
@@ -454,7 +458,10 @@ static void s_on_subscribe(router_t *self, const wire_peer_t *peer, const char *
         char quoted[600];
         log_limited(LOG_WARN, "router", "subscribe_refused", "event=subscribe_refused agency=%s code=%s reason=%s",
                     agency, codec_error_name(code), log_quote(reason, quoted, sizeof quoted));
-        wire_send_error(self->sock, peer, 0, req->name, code, reason);
+        if (code == C(BEHIND_RETENTION))
+            wire_send_behind(self->sock, peer, 0, req->name, next, journal_first_seq(self->journal) - 1);
+        else
+            wire_send_error(self->sock, peer, 0, req->name, code, reason);
         return;
     }
     Civibus__V1__SubscribeReply rep = CIVIBUS__V1__SUBSCRIBE_REPLY__INIT;
@@ -491,6 +498,17 @@ static bool s_replay_allows(const void *arg, const char *type, size_t len)
     return policy_allows(m->policy, m->agency, POLICY_SUBSCRIBE, type, len, NULL);
 }
 
+/* A replay asked for entries retention deleted: never start after them
+ * silently. */
+static void s_replay_behind(router_t *self, const wire_peer_t *peer, const char *agency, uint64_t request_id,
+                            uint64_t lost_from, uint64_t lost_to)
+{
+    s_refuse_count(self, C(BEHIND_RETENTION));
+    log_limited(LOG_INFO, "router", "router.replay", "event=replay_refused agency=%s code=behind_retention "
+                "lost_from=%" PRIu64 " lost_to=%" PRIu64, agency, lost_from, lost_to);
+    wire_send_behind(self->sock, peer, request_id, NULL, lost_from, lost_to);
+}
+
 static void s_on_replay(router_t *self, const wire_peer_t *peer, const char *agency, const Civibus__V1__Replay *req)
 {
     uint64_t first = journal_first_seq(self->journal), last = journal_last_seq(self->journal);
@@ -506,8 +524,18 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const char *age
             wire_send_error(self->sock, peer, req->request_id, NULL, C(BAD_REQUEST), "sequence numbers start at 1");
             return;
         }
-        from = sp->seq < first ? first : sp->seq;
+        from = sp->seq;
+        if (from < first) {
+            s_replay_behind(self, peer, agency, req->request_id, from, first - 1);
+            return;
+        }
     } else if (kind == CIVIBUS__V1__START_POINT__KIND__TIME) {
+        journal_retention_stats_t rs;
+        journal_retention_stats(self->journal, &rs);
+        if (rs.anchor_seq && sp->time <= rs.anchor_us) {
+            s_replay_behind(self, peer, agency, req->request_id, 0, first - 1);
+            return;
+        }
         if (journal_seq_at_time(self->journal, sp->time, &from) != JOURNAL_OK) {
             wire_send_error(self->sock, peer, req->request_id, NULL, C(INTERNAL), "cannot search the log by time");
             return;
@@ -1018,6 +1046,29 @@ static int s_policy_load(router_t *self)
     return 0;
 }
 
+/* Hand the retention settings to the journal. Deleting only what a signed
+ * checkpoint covers keeps the retained log verifiable from its anchor; a hub
+ * without a signing key has no checkpoints to wait for. */
+static int s_retention_set(router_t *self)
+{
+    const config_t *cfg = self->cfg;
+    journal_retention_t rules = {.max_age_us = (int64_t)cfg->retention_max_age * 1000000,
+                                 .max_bytes = cfg->retention_max_bytes,
+                                 .keep = cfg->retention_keep_subscriptions,
+                                 .batch = (size_t)cfg->retention_batch,
+                                 .covered_only = cfg->signing_key[0] != '\0'};
+    if (journal_retention_set(self->journal, &rules) != JOURNAL_OK) {
+        log_error("router", "event=retention_invalid action=%s", self->subs ? "keeping_previous" : "refusing_to_start");
+        return -1;
+    }
+    self->retention = cfg->retention_max_age || cfg->retention_max_bytes;
+    if (self->retention)
+        log_info("router", "event=retention max_age_s=%" PRIu64 " max_bytes=%" PRIu64 " batch=%" PRIu64
+                 " covered_only=%d", cfg->retention_max_age, cfg->retention_max_bytes, cfg->retention_batch,
+                 rules.covered_only);
+    return 0;
+}
+
 router_t *router_new(config_t *cfg)
 {
     router_t *self = calloc(1, sizeof *self);
@@ -1040,6 +1091,8 @@ router_t *router_new(config_t *cfg)
                          .dedup_window = cfg->dedup_window};
     self->journal = journal_new(&jo);
     if (!self->journal)
+        goto fail;
+    if (s_retention_set(self) != 0)
         goto fail;
     if (cfg->signing_key[0]) {
         self->chain = chain_new(self->journal, cfg->signing_key, cfg->checkpoint_events,
@@ -1116,6 +1169,39 @@ static bool s_key_still_valid(void *arg, const char *agency, const char *key)
     return !key[0] || auth_key_status(self->auth, agency, key, (int64_t)time(NULL)) == AUTH_KEY_VALID;
 }
 
+/* Retention's share of a turn, after the commit answered its publishers and
+ * the deliveries went out: transactions of retention_batch entries while
+ * entries are due, as many as cover what this turn appended and one more.
+ * So under a steady load the log stops growing, a backlog shrinks by a
+ * transaction a turn, and no turn does unbounded work; while a backlog is
+ * left the loop does not wait in poll (retain_more), so an idle hub catches
+ * up quickly and a busy one between its commits. */
+static void s_retain(router_t *self, uint64_t appended)
+{
+    self->retain_more = false;
+    if (!self->retention || codec_mono_ms() < self->retain_after_ms)
+        return;
+    uint64_t budget = appended + self->cfg->retention_batch;
+    int64_t now = codec_now_us();
+    for (uint64_t done = 0;;) {
+        if (done >= budget) {
+            self->retain_more = true;
+            return;
+        }
+        size_t n = 0;
+        int rc = journal_retain(self->journal, now, &n);
+        if (rc != JOURNAL_OK) {
+            log_limited(LOG_ERROR, "router", "router.retention", "event=retention_failed error=\"%s\" retry_ms=%d",
+                        journal_strerror(rc), RETAIN_RETRY_MS);
+            self->retain_after_ms = codec_mono_ms() + RETAIN_RETRY_MS;
+            return;
+        }
+        if (n == 0)
+            return;
+        done += n;
+    }
+}
+
 /* Read what is waiting (up to a burst or a full batch), commit, deliver. */
 static int s_turn(router_t *self)
 {
@@ -1126,8 +1212,10 @@ static int s_turn(router_t *self)
         if (rc == 0)
             break;
     }
+    uint64_t last = journal_last_seq(self->journal);
     s_commit(self);
     subs_pump(self->subs);
+    s_retain(self, journal_last_seq(self->journal) - last);
     int64_t now = codec_mono_ms();
     if (now - self->last_flush_ms >= (int64_t)self->cfg->cursor_flush_ms) {
         const journal_cursor_t *cursors;
@@ -1153,12 +1241,14 @@ static void s_log_stats(router_t *self)
              "event=stats accepted=%" PRIu64 " duplicates=%" PRIu64 " commits=%" PRIu64 " not_authorised=%" PRIu64
              " malformed=%" PRIu64 " too_large=%" PRIu64 " storage_full=%" PRIu64 " internal=%" PRIu64
              " bad_request=%" PRIu64 " unavailable=%" PRIu64 " unsupported_version=%" PRIu64 " bad_signature=%" PRIu64
-             " unknown_subscription=%" PRIu64 " replies_lost=%" PRIu64 " key_refused=%" PRIu64
+             " unknown_subscription=%" PRIu64 " behind_retention=%" PRIu64 " replies_lost=%" PRIu64
+             " key_refused=%" PRIu64
              " handshakes_refused=%" PRIu64 " handshakes_failed=%" PRIu64 " last_seq=%" PRIu64,
              s->accepted, s->duplicates, s->commits, s->refused[C(NOT_AUTHORISED)], s->refused[C(MALFORMED)],
              s->refused[C(TOO_LARGE)], s->refused[C(STORAGE_FULL)], s->refused[C(INTERNAL)],
              s->refused[C(BAD_REQUEST)], s->refused[C(UNAVAILABLE)], s->refused[C(UNSUPPORTED_VERSION)],
-             s->refused[C(BAD_SIGNATURE)], s->refused[C(UNKNOWN_SUBSCRIPTION)], s->replies_lost, s->key_refused,
+             s->refused[C(BAD_SIGNATURE)], s->refused[C(UNKNOWN_SUBSCRIPTION)], s->refused[C(BEHIND_RETENTION)],
+             s->replies_lost, s->key_refused,
              auth_refused(self->auth), s->handshakes_failed, journal_last_seq(self->journal));
 }
 
@@ -1176,6 +1266,7 @@ static void s_reload(router_t *self)
                           .session_timeout_ms = (int64_t)cfg->session_timeout_ms};
         subs_set_opts(self->subs, &so);
         chain_set_interval(self->chain, cfg->checkpoint_events, cfg->checkpoint_seconds * 1000);
+        s_retention_set(self);
         log_info("router", "event=config_reloaded changed=%zu", changed);
     }
     auth_reload(self->auth);
@@ -1194,7 +1285,9 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
         if (codec_mono_ms() - self->last_key_warn_ms >= KEY_WARN_EVERY_MS)
             s_warn_expiring(self);
         int pending = subs_pending(self->subs);
-        long timeout = pending == SUBS_MORE ? 0 : pending == SUBS_BUSY ? BUSY_POLL_MS : IDLE_POLL_MS;
+        long timeout = pending == SUBS_MORE || self->retain_more ? 0
+                       : pending == SUBS_BUSY                 ? BUSY_POLL_MS
+                                                              : IDLE_POLL_MS;
         zmq_pollitem_t items[2] = {{.socket = self->sock, .events = ZMQ_POLLIN},
                                    {.socket = self->monitor, .events = ZMQ_POLLIN}};
         int rc = zmq_poll(items, self->monitor ? 2 : 1, timeout);

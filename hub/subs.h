@@ -43,7 +43,10 @@ void subs_destroy(subs_t **self_p);
 
 /* Open (or take over) subscription req->name of agency on peer. Saves the
  * cursor before returning. Returns OK (0) and fills *next_seq, or an
- * ErrorCode with a reason. */
+ * ErrorCode with a reason. BEHIND_RETENTION when the start (the cursor, a
+ * SEQ or a TIME) asks for entries retention deleted: *next_seq is then the
+ * first seq asked for (0 for a TIME), and the log starts at
+ * journal_first_seq. */
 Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *key, const wire_peer_t *peer,
                                  const Civibus__V1__Subscribe *req, uint64_t *next_seq, char *reason,
                                  size_t reason_len);
@@ -101,6 +104,12 @@ void subs_saved(subs_t *self);
  * strings and array are allocated; free them with subs_status_free. */
 int subs_status(subs_t *self, const char *agency, Civibus__V1__StatusReply *status);
 void subs_status_free(Civibus__V1__StatusReply *status);
+
+/* Did retention delete entries after this cursor (acknowledged seq), so
+ * that the subscription cannot resume from it? The
+ * civibus_subscription_behind_retention{agency,subscription} gauge and
+ * SubscriptionStatus.behind_retention. */
+bool subs_cursor_behind(const subs_t *self, uint64_t cursor);
 
 size_t subs_count(const subs_t *self);
 

@@ -6,8 +6,9 @@
  * same LMDB environment read-only, and keeps LMDB's types inside this file,
  * as journal.c does for the writer: the two share the format, never handles.
  * A verification runs in one read transaction, so it sees one consistent
- * snapshot even while the hub appends; LMDB keeps the pages of that snapshot
- * alive until it ends (the file may grow meanwhile, never break).
+ * snapshot even while the hub appends or retention deletes; LMDB keeps the
+ * pages of that snapshot alive until it ends (the file may grow meanwhile,
+ * never break). A log cut by retention is walked from its anchor.
  */
 #include "logfile.h"
 
@@ -28,6 +29,7 @@ struct logfile {
     MDB_dbi log_db;
     MDB_dbi checkpoints_db;
     MDB_dbi cursors_db;
+    MDB_dbi meta_db;
     bool has_checkpoints; /* a hub without a signing key never made the DB */
     bool has_cursors;
     crypto_sha256_t *hasher;
@@ -176,6 +178,25 @@ int logfile_checkpoint_verify(const logfile_checkpoint_t *cp, const crypto_key_t
     return crypto_verify(key, msg, sizeof msg, cp->sig);
 }
 
+/* --- retention anchor ----------------------------------------------------- */
+
+void logfile_anchor_encode(const logfile_anchor_t *a, uint8_t out[LOGFILE_ANCHOR_LEN])
+{
+    s_put_u64le(out, a->seq);
+    s_put_u64le(out + 8, (uint64_t)a->received_at);
+    memcpy(out + 16, a->chain, LOGFILE_CHAIN_LEN);
+}
+
+int logfile_anchor_decode(const uint8_t *v, size_t len, logfile_anchor_t *out)
+{
+    if (len != LOGFILE_ANCHOR_LEN)
+        return LOGFILE_FORMAT;
+    out->seq = s_get_u64le(v);
+    out->received_at = (int64_t)s_get_u64le(v + 8);
+    memcpy(out->chain, v + 16, LOGFILE_CHAIN_LEN);
+    return out->seq ? LOGFILE_OK : LOGFILE_FORMAT;
+}
+
 /* --- reader -------------------------------------------------------------- */
 
 int logfile_in_use(const char *dir, long *pid)
@@ -294,9 +315,8 @@ logfile_t *logfile_open(const char *dir, char *err, size_t err_len)
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn)))
         goto lmdb_error;
-    MDB_dbi meta;
     if ((rc = mdb_dbi_open(txn, "log", MDB_INTEGERKEY, &self->log_db)) ||
-        (rc = mdb_dbi_open(txn, "meta", 0, &meta))) {
+        (rc = mdb_dbi_open(txn, "meta", 0, &self->meta_db))) {
         mdb_txn_abort(txn);
         if (rc == MDB_NOTFOUND) {
             snprintf(err, err_len, "%s: not a civibus log (no log or meta database)", dir);
@@ -305,7 +325,7 @@ logfile_t *logfile_open(const char *dir, char *err, size_t err_len)
         goto lmdb_error;
     }
     MDB_val key = {7, "version"}, val;
-    rc = mdb_get(txn, meta, &key, &val);
+    rc = mdb_get(txn, self->meta_db, &key, &val);
     uint32_t version = 0;
     if (rc == 0 && val.mv_size == 4) {
         const uint8_t *p = val.mv_data;
@@ -443,13 +463,37 @@ static int s_cp_check(s_cp_walk_t *w, uint64_t seq, const uint8_t chain[LOGFILE_
     return s_cp_next(w, MDB_NEXT, 0, out);
 }
 
+/* Read the retention anchor into *a (a->seq 0 when retention never deleted
+ * anything). */
+static int s_retention_anchor(logfile_t *self, MDB_txn *txn, logfile_anchor_t *a, logfile_report_t *out)
+{
+    memset(a, 0, sizeof *a);
+    MDB_val key = {sizeof LOGFILE_ANCHOR_KEY - 1, LOGFILE_ANCHOR_KEY}, val;
+    int rc = mdb_get(txn, self->meta_db, &key, &val);
+    if (rc == MDB_NOTFOUND)
+        return LOGFILE_OK;
+    if (rc)
+        return s_io(out, "meta", rc);
+    if (logfile_anchor_decode(val.mv_data, val.mv_size, a) != LOGFILE_OK)
+        return s_bad(out, 0, "the retention anchor does not parse");
+    out->anchor_seq = a->seq;
+    return LOGFILE_OK;
+}
+
 static int s_walk(logfile_t *self, MDB_txn *txn, const crypto_key_t *hub_key, uint64_t from,
                   logfile_report_t *out)
 {
     uint8_t chain[LOGFILE_CHAIN_LEN] = {0};
-    uint64_t start = from > 1 ? from : 1;
-    int lrc;
-    if (start > 1 && (lrc = s_anchor(self, txn, start - 1, chain, out)))
+    logfile_anchor_t anchor;
+    int lrc = s_retention_anchor(self, txn, &anchor, out);
+    if (lrc)
+        return lrc;
+    /* Entries up to the anchor are gone: the walk cannot start among them. */
+    uint64_t base = anchor.seq;
+    uint64_t start = from > base + 1 ? from : base + 1;
+    if (start == base + 1)
+        memcpy(chain, anchor.chain, sizeof chain);
+    else if ((lrc = s_anchor(self, txn, start - 1, chain, out)))
         return lrc;
     s_cp_walk_t w = {0};
     int rc;
@@ -460,7 +504,12 @@ static int s_walk(logfile_t *self, MDB_txn *txn, const crypto_key_t *hub_key, ui
         lrc = s_io(out, "log", rc);
         goto close_cp;
     }
-    if ((lrc = s_cp_next(&w, MDB_SET_RANGE, start, out)))
+    /* A checkpoint at the anchor's seq outlives the entry it names: it must
+     * name the anchor's chain hash, which it then vouches for. */
+    bool at_anchor = base && start == base + 1;
+    if ((lrc = s_cp_next(&w, MDB_SET_RANGE, at_anchor ? base : start, out)))
+        goto close_log;
+    if (at_anchor && (lrc = s_cp_check(&w, base, chain, hub_key, out)))
         goto close_log;
     uint64_t expect = start;
     MDB_val key = {sizeof start, &start}, val;

@@ -30,6 +30,14 @@
  * The signature is Ed25519 over the 78-byte string
  *   "civibus-checkpoint-v1" NUL || seq u64 LE || time i64 LE || chain || key id
  *
+ * Retention anchor (the value of meta key "anchor", absent until retention
+ * first deleted entries), 48 bytes:
+ *   bytes 0-7 seq A of the last deleted entry (u64), 8-15 its received_at
+ *   (i64), 16-47 chain[A]
+ * Entries 1..A are gone; the log starts at A+1 and its chain goes on from
+ * chain[A], so the rest still verifies. The anchor is written in the same
+ * transaction that deletes the entries.
+ *
  * Not thread-safe per object; one logfile_t per thread.
  */
 #ifndef CIVIBUS_LOGFILE_H
@@ -49,6 +57,8 @@
 #define LOGFILE_CHECKPOINT_VERSION 1u
 #define LOGFILE_CHECKPOINT_LEN 128
 #define LOGFILE_SIGNED_LEN 78
+#define LOGFILE_ANCHOR_KEY "anchor" /* meta key of the retention anchor */
+#define LOGFILE_ANCHOR_LEN 48
 
 enum logfile_err {
     LOGFILE_OK = 0,
@@ -110,6 +120,19 @@ int logfile_checkpoint_sign(logfile_checkpoint_t *cp, const crypto_key_t *key);
  * CRYPTO_BAD_SIGNATURE. */
 int logfile_checkpoint_verify(const logfile_checkpoint_t *cp, const crypto_key_t *key);
 
+/* Where a log cut at the front by retention begins: entry seq was the last
+ * one deleted, and chain[seq] is what the first retained entry chains to. */
+typedef struct {
+    uint64_t seq;        /* last deleted seq (>= 1) */
+    int64_t received_at; /* its received_at, µs since the epoch */
+    uint8_t chain[LOGFILE_CHAIN_LEN];
+} logfile_anchor_t;
+
+void logfile_anchor_encode(const logfile_anchor_t *a, uint8_t out[LOGFILE_ANCHOR_LEN]);
+/* LOGFILE_OK, or LOGFILE_FORMAT when the bytes are not an anchor (length,
+ * or seq 0). */
+int logfile_anchor_decode(const uint8_t *v, size_t len, logfile_anchor_t *out);
+
 /* --- offline reader ------------------------------------------------------ */
 
 typedef struct logfile logfile_t;
@@ -130,17 +153,21 @@ typedef struct {
     uint64_t first_seq;       /* first entry checked (0: none) */
     uint64_t last_seq;        /* last entry checked (0: none) */
     uint64_t last_checkpoint; /* seq of the last good checkpoint (0: none) */
+    uint64_t anchor_seq;      /* retention deleted entries 1..anchor_seq (0: none) */
     uint64_t bad_seq;         /* LOGFILE_TAMPERED: the first bad sequence number */
     char problem[256];        /* what is wrong (or the I/O error) */
 } logfile_report_t;
 
 /* Verify the log from seq `from` (0 or 1: from the beginning, which must be
- * seq 1) to its end as of one read transaction: every entry parses, seqs
- * have no gap, every stored chain hash equals the recomputed one, and every
- * checkpoint at or after `from` is signed by hub_key and names the
- * recomputed chain hash of an entry that exists. A NULL hub_key checks all
- * of that except the checkpoints' signatures. Starting later trusts the
- * stored chain hash of entry from-1. Stops at the first problem.
+ * seq 1, or the first entry after the retention anchor) to its end as of one
+ * read transaction: every entry parses, seqs have no gap, every stored chain
+ * hash equals the recomputed one, and every checkpoint at or after `from` is
+ * signed by hub_key and names the recomputed chain hash of an entry that
+ * exists (or, at the anchor's seq, the anchor's chain hash). Starting at the
+ * anchor trusts its chain hash until a signed checkpoint vouches for it;
+ * starting later trusts the stored chain hash of entry from-1. Checkpoints
+ * older than the anchor are not looked at. A NULL hub_key checks all of that
+ * except the checkpoints' signatures. Stops at the first problem.
  * Returns LOGFILE_OK, LOGFILE_TAMPERED (out->bad_seq, out->problem) or
  * LOGFILE_IO (out->problem). */
 int logfile_verify(logfile_t *self, const crypto_key_t *hub_key, uint64_t from, logfile_report_t *out);

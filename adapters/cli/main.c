@@ -72,6 +72,7 @@ int cli_exit_code(int civ_err)
     case CIV_E_BAD_REQUEST:
     case CIV_E_UNSUPPORTED_VERSION:
     case CIV_E_BAD_SIGNATURE:
+    case CIV_E_BEHIND_RETENTION:
     case CIV_E_UNSIGNED:
     case CIV_E_UNKNOWN_KEY: return CLI_EXIT_REFUSED;
     case CIV_E_TIMEOUT:

@@ -1,7 +1,8 @@
 /* status - `civibus status`: is the hub there, and how far are its subscribers?
  *
  * A ping proves the hub reachable, then a status request lists the log's
- * range and every durable subscription with its lag (last_seq - cursor).
+ * range and every durable subscription with its lag (last_seq - cursor), and
+ * marks those behind the log's retention.
  * Warnings of the hub for the calling agency (its keys expiring soon) are
  * printed on stdout as "warning" lines after the hub's summary, before the
  * subscription table, and, with --json, as "warnings".
@@ -76,10 +77,10 @@ static int s_json(const char *endpoint, const civ_status_t *st)
     for (size_t i = 0; subs && i < st->n_subscriptions; i++) {
         const civ_sub_status_t *s = &st->subscriptions[i];
         json_array_append_new(
-            subs, json_pack("{s:s, s:s, s:o, s:I, s:I, s:b, s:I, s:I}", "agency", s->agency, "name", s->name,
+            subs, json_pack("{s:s, s:s, s:o, s:I, s:I, s:b, s:I, s:I, s:b}", "agency", s->agency, "name", s->name,
                             "filters", s_filters_json(s->filters), "cursor", (json_int_t)s->cursor, "lag",
                             (json_int_t)s_lag(st, s), "connected", s->connected, "credit", (json_int_t)s->credit,
-                            "in_flight", (json_int_t)s->in_flight));
+                            "in_flight", (json_int_t)s->in_flight, "behind_retention", s->behind_retention));
     }
     json_t *warnings = json_array();
     for (size_t i = 0; warnings && i < st->n_warnings; i++)
@@ -122,8 +123,9 @@ static int s_table(const char *endpoint, const civ_status_t *st)
            "CONNECTED");
     for (size_t i = 0; i < st->n_subscriptions; i++) {
         const civ_sub_status_t *s = &st->subscriptions[i];
-        printf("%-*s  %-*s  %-*s  %12" PRIu64 "  %12" PRIu64 "  %s\n", wa, s->agency, wn, s->name, wf, s->filters,
-               s->cursor, s_lag(st, s), s->connected ? "yes" : "no");
+        printf("%-*s  %-*s  %-*s  %12" PRIu64 "  %12" PRIu64 "  %s%s\n", wa, s->agency, wn, s->name, wf, s->filters,
+               s->cursor, s_lag(st, s), s->connected ? "yes" : "no",
+               s->behind_retention ? "  (behind retention: events after the cursor were deleted)" : "");
     }
     return CLI_EXIT_OK;
 }

@@ -114,6 +114,44 @@ static void test_refusals(void **state)
     assert_int_equal(s_load(&cfg, missing_file), CONFIG_INVALID);
 }
 
+static void test_retention_keys(void **state)
+{
+    (void)state;
+    config_t cfg;
+    const char *defaults[] = {"--data", "d", "--registry", "r", "--key", "k", NULL};
+    assert_int_equal(s_load(&cfg, defaults), CONFIG_OK);
+    assert_int_equal(cfg.retention_max_age, 0);
+    assert_int_equal(cfg.retention_max_bytes, 0);
+    assert_string_equal(cfg.retention_keep_subscriptions, "");
+    assert_int_equal(cfg.retention_batch, 1000);
+    config_free(&cfg);
+    struct {
+        const char *text;
+        uint64_t seconds;
+    } ages[] = {{"0", 0}, {"45", 45}, {"45s", 45}, {"90m", 5400}, {"36h", 129600}, {"30d", 2592000}};
+    for (size_t i = 0; i < sizeof ages / sizeof ages[0]; i++) {
+        const char *args[] = {"--data", "d", "--registry", "r", "--key", "k", "--retention-max-age", ages[i].text,
+                              "--retention-max-bytes", "10GiB", NULL};
+        assert_int_equal(s_load(&cfg, args), CONFIG_OK);
+        assert_int_equal(cfg.retention_max_age, ages[i].seconds);
+        assert_int_equal(cfg.retention_max_bytes, 10ULL << 30);
+        config_free(&cfg);
+    }
+    const char *bad[] = {"1w", "d", "-1", "5dd", "101000d", "1.5h"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *args[] = {"--data", "d", "--registry", "r", "--key", "k", "--retention-max-age", bad[i], NULL};
+        assert_int_equal(s_load(&cfg, args), CONFIG_INVALID);
+    }
+    char *path = s_write_file("retention_keep_subscriptions = tax-office/main, health/audit\n"
+                              "retention_batch = 250\n");
+    const char *file[] = {"--config", path, "--data", "d", "--registry", "r", "--key", "k", NULL};
+    assert_int_equal(s_load(&cfg, file), CONFIG_OK);
+    assert_string_equal(cfg.retention_keep_subscriptions, "tax-office/main, health/audit");
+    assert_int_equal(cfg.retention_batch, 250);
+    config_free(&cfg);
+    unlink(path);
+}
+
 /* Read a whole file (NUL-terminated; free it). */
 static char *s_slurp(const char *path)
 {
@@ -268,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_sample_matches_table),
         cmocka_unit_test(test_reload),
         cmocka_unit_test(test_doc_matches_table),
+        cmocka_unit_test(test_retention_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
