@@ -33,6 +33,10 @@ static const s_key_t s_keys[] = {
      "/var/lib/civibus"},
     {"listen", T_STRING, OFF(listen), "tcp://127.0.0.1:7400", 0, 0,
      "ZeroMQ endpoint adapters connect to (tcp://ADDR:PORT; port * picks a free one)", NULL},
+    {"http", T_STRING, OFF(http), "127.0.0.1:7401", 0, 0,
+     "monitoring endpoint (/metrics, /healthz, /readyz, /api/status; docs/MONITORING.md), ADDR:PORT or "
+     "[IPv6]:PORT; port 0 picks a free one; empty: no HTTP listener",
+     NULL},
     {"registry", T_STRING, OFF(registry), NULL, 0, 0, "agency registry folder: one AGENCY.pub file per agency",
      "/etc/civibus/registry"},
     {"key", T_STRING, OFF(key), NULL, 0, 0, "the hub's secret key file (civibus keygen --hub)",
@@ -81,6 +85,9 @@ static const s_key_t s_keys[] = {
      "write a signed checkpoint after this many new log entries", NULL},
     {"checkpoint_seconds", T_UINT, OFF(checkpoint_seconds), "60", 1, 86400,
      "write a signed checkpoint after this many seconds if the log grew (and always at a clean stop)", NULL},
+    {"subscription_lag_warn", T_UINT, OFF(subscription_lag_warn), "100000", 0, 1000000000000ULL,
+     "warn in /api/status (subscription_behind) of a subscription this many events behind the log; 0: never",
+     NULL},
 };
 #define N_KEYS (sizeof s_keys / sizeof s_keys[0])
 
@@ -235,7 +242,8 @@ static void s_usage(FILE *out)
                  "\n"
                  "The civibus hub: authenticates agencies over CURVE, logs their service events\n"
                  "durably in LMDB and delivers them to subscribers. Runs in the foreground and\n"
-                 "prints 'civibusd ready endpoint=...' on stdout once it accepts connections.\n"
+                 "prints 'civibusd ready endpoint=... [http=ADDR:PORT]' on stdout once it accepts\n"
+                 "connections.\n"
                  "SIGTERM or SIGINT stops it cleanly.\n\n"
                  "  --config FILE        read settings from FILE (flags override it)\n"
                  "  --print-config       print a commented config file with every default\n"

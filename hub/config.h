@@ -19,6 +19,7 @@
 typedef struct {
     char *data;              /* data directory (LMDB) */
     char *listen;            /* ZeroMQ endpoint the ROUTER binds */
+    char *http;              /* monitoring endpoint ADDR:PORT; "" for none */
     char *registry;          /* agency registry folder */
     char *key;               /* hub secret key file */
     char *policy;            /* access policy file; "" for none */
@@ -42,6 +43,7 @@ typedef struct {
     char *signing_key;           /* Ed25519 secret key for checkpoints; "" for none */
     uint64_t checkpoint_events;  /* a checkpoint after this many new entries ... */
     uint64_t checkpoint_seconds; /* ... or this long, if the log grew */
+    uint64_t subscription_lag_warn; /* lag that /api/status warns of; 0: never */
 } config_t;
 
 enum config_err {

@@ -14,6 +14,7 @@
 #include <signal.h>
 
 #include "config.h"
+#include "http.h"
 
 typedef struct router router_t;
 
@@ -26,6 +27,11 @@ void router_destroy(router_t **self_p);
 
 /* The endpoint actually bound (with the port chosen for "*"). */
 const char *router_endpoint(const router_t *self);
+
+/* Feed the monitoring endpoint (borrowed; it must outlive the router's
+ * loop): the loop beats its heartbeat at every turn and hands it freshly
+ * rendered documents every second, the first ones before this returns. */
+void router_set_http(router_t *self, http_t *http);
 
 /* Serve until *stop becomes non-zero; then stop accepting, commit and ack
  * what was already received, save cursors and return 0. When *reload is
