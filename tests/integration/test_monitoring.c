@@ -8,7 +8,9 @@
  * 200, and the HTTP rules hold (405, 404, HEAD). A second case fills the
  * log to its ceiling: /readyz turns 503 storage_full while /healthz stays
  * 200, and a restart with a higher ceiling is ready again. A third starts
- * hubs without the endpoint and with a malformed address.
+ * hubs without the endpoint and with a malformed address. The last runs the
+ * CLI ($CIVIBUS_CLI): `civibus status --http` (table and --json), `civibus
+ * top --count 2`, and the agency's own `civibus status` over ZeroMQ.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -396,12 +398,122 @@ static void test_http_setting(void **state)
     assert_true(it_log_contains(f, "event=address_invalid", 2000));
 }
 
+/* ---- the CLI ---------------------------------------------------------------- */
+
+/* Run the CLI with args, its stdout into a string (caller frees); the exit
+ * status must be want. */
+static char *s_cli(it_fix_t *f, const char *args, int want)
+{
+    const char *cli = getenv("CIVIBUS_CLI") ? getenv("CIVIBUS_CLI") : "build/civibus";
+    char out[512], cmd[2048];
+    snprintf(out, sizeof out, "%s/cli.out", harness_dir(f->h));
+    snprintf(cmd, sizeof cmd, "'%s' %s > '%s'", cli, args, out);
+    int rc = harness_sh(cmd);
+    FILE *in = fopen(out, "r");
+    assert_non_null(in);
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, in);
+    fclose(in);
+    buf[n] = '\0';
+    if (rc != want)
+        fail_msg("`%s` exited %d, not %d; it printed:\n%s", cmd, rc, want, buf);
+    return strdup(buf);
+}
+
+static size_t s_count(const char *text, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+static void test_cli_overview(void **state)
+{
+    it_fix_t *f = *state;
+    const char *flags[] = {"--no-sync", NULL};
+    it_start(f, flags);
+    civ_client_t *pop = it_client(f, POP, 10000);
+    it_publish_many(pop, 0, 6, 4, NULL);
+    civ_client_t *tax = it_client(f, TAX, 10000);
+    const char *all[] = {"*"};
+    assert_int_equal(civ_subscribe(tax, "audit", all, 1, it_from_first(), 100), CIV_OK);
+    civ_delivery_t *got[6];
+    it_receive(tax, "audit", got, 6, 20000, 0);
+    assert_int_equal(civ_ack(tax, "audit", got[1]->seq), CIV_OK);
+    it_free_all(got, 6);
+
+    /* The JSON goes through as the endpoint serves it. */
+    char args[600];
+    int64_t deadline = it_mono_ms() + 20000;
+    json_t *st = NULL;
+    for (;;) {
+        snprintf(args, sizeof args, "status --http %s --json", harness_http(f->h));
+        char *out = s_cli(f, args, 0);
+        st = json_loads(out, 0, NULL);
+        free(out);
+        assert_non_null(st);
+        json_t *sub = s_find(json_object_get(st, "subscriptions"), "name", "audit");
+        if (sub && json_integer_value(json_object_get(sub, "cursor")) == 2 && s_int(st, "totals.accepted") == 6)
+            break;
+        json_decref(st);
+        if (it_mono_ms() > deadline)
+            fail_msg("civibus status --http --json never showed the publishes and the ack");
+        it_sleep_ms(200);
+    }
+    json_decref(st);
+
+    /* The table. */
+    snprintf(args, sizeof args, "status --http %s", harness_http(f->h));
+    char *out = s_cli(f, args, 0);
+    assert_non_null(strstr(out, "ready"));
+    assert_non_null(strstr(out, "totals         accepted 6,"));
+    assert_non_null(strstr(out, "SUBSCRIPTION"));
+    const char *row = strstr(out, "audit ");
+    assert_non_null(row);
+    assert_non_null(strstr(row, TAX));
+    int cursor = 0, lag = 0;
+    assert_int_equal(sscanf(row + strlen("audit ") + strspn(row + strlen("audit "), " ") + strlen(TAX),
+                            " yes %d %d", &cursor, &lag),
+                     2);
+    assert_int_equal(cursor, 2);
+    assert_int_equal(lag, 4);
+    free(out);
+
+    /* top: two refreshes, each starting with a clear screen. */
+    snprintf(args, sizeof args, "top --http %s --count 2 --interval 1", harness_http(f->h));
+    out = s_cli(f, args, 0);
+    assert_int_equal(s_count(out, "\033[H\033[2J"), 2);
+    assert_int_equal(s_count(out, "SUBSCRIPTION"), 2);
+    free(out);
+
+    /* The agency's own view over ZeroMQ still works. */
+    snprintf(args, sizeof args, "status --hub '%s' --hub-key '%s' --key '%s'", harness_endpoint(f->h),
+             harness_hub_pub(f->h), harness_key(f->h, TAX));
+    out = s_cli(f, args, 0);
+    assert_non_null(strstr(out, "(reachable)"));
+    assert_non_null(strstr(out, "audit"));
+    free(out);
+
+    /* No endpoint there: exit code 3, and --json still prints an object. */
+    char gone[80];
+    snprintf(gone, sizeof gone, "%s", harness_http(f->h));
+    assert_int_equal(harness_stop(f->h), 0);
+    snprintf(args, sizeof args, "status --http %s --json 2>/dev/null", gone);
+    out = s_cli(f, args, 3);
+    assert_non_null(strstr(out, "\"reachable\":false"));
+    free(out);
+    snprintf(args, sizeof args, "top --http %s --count 1 2>/dev/null", gone);
+    free(s_cli(f, args, 3));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_endpoints, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_readyz_storage_full, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_http_setting, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_overview, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
