@@ -15,6 +15,11 @@
  * left queued may label the new one until the new one's own first message,
  * which the routing id (never reused by the ROUTER) tells apart.
  *
+ * The monitor's queue holds about 2000 events and the loop reads it at every
+ * turn; should a storm of connections overflow it, libzmq drops events, and
+ * a connection whose DISCONNECTED was lost stays counted until its
+ * descriptor is reused.
+ *
  * Single-threaded: used by the router's loop. Memory grows with the highest
  * descriptor number, which the process's descriptor limit bounds.
  */
