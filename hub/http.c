@@ -54,6 +54,7 @@ struct http {
     size_t status_len;
     const char *not_ready;
     bool published; /* documents were handed over at least once */
+    bool stopping;
     char *page;
     size_t page_len;
 };
@@ -117,9 +118,10 @@ static enum MHD_Result s_readyz(http_t *self, struct MHD_Connection *conn)
 {
     int64_t age = s_loop_age(self);
     pthread_mutex_lock(&self->lock);
-    const char *reason = !self->published || age < 0 ? "starting"
-                         : age >= HTTP_STALE_MS      ? "loop_stalled"
-                                                     : self->not_ready;
+    const char *reason = self->stopping                   ? "stopping"
+                         : !self->published || age < 0 ? "starting"
+                         : age >= HTTP_STALE_MS        ? "loop_stalled"
+                                                       : self->not_ready;
     pthread_mutex_unlock(&self->lock);
     char body[128];
     if (!reason)
@@ -304,6 +306,13 @@ void http_publish(http_t *self, char **metrics_p, size_t metrics_len, char **sta
     pthread_mutex_unlock(&self->lock);
     free(old_metrics);
     free(old_status);
+}
+
+void http_stopping(http_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    self->stopping = true;
+    pthread_mutex_unlock(&self->lock);
 }
 
 int http_set_page(http_t *self, const char *html, size_t len)

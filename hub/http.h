@@ -5,8 +5,9 @@
  *   /healthz     200 while the router's loop has turned within the last
  *                HTTP_STALE_MS, else 503: the process is alive and not stuck
  *   /readyz      200 when the hub can take publishes: the loop turns, the
- *                log is writable (not storage_full) and agency keys are
- *                loaded; else 503 with {"ready":false,"reason":"..."}
+ *                log is writable (not storage_full), agency keys are
+ *                loaded and the hub is not stopping; else 503 with
+ *                {"ready":false,"reason":"..."}
  *   /api/status  the operator overview (JSON)
  *   /            the status page plugged in by http_set_page, else a short
  *                plain-text index of the paths above
@@ -54,6 +55,10 @@ void http_beat(http_t *self);
  * else a reason that /readyz reports; it must be a static string. */
 void http_publish(http_t *self, char **metrics_p, size_t metrics_len, char **status_p, size_t status_len,
                   const char *not_ready);
+
+/* The hub is stopping: /readyz answers 503 "stopping" from now on, whatever
+ * is published after. */
+void http_stopping(http_t *self);
 
 /* Serve html (copied) as the page at /. Returns 0, or -1 when out of memory
  * (the previous page stays). */

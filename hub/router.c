@@ -1232,6 +1232,8 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
         if (self->http)
             http_beat(self->http);
     }
+    if (self->http)
+        http_stopping(self->http);
     /* What connected adapters already sent is committed and acknowledged;
      * nothing more is read after this turn. (zmq_unbind would also cut the
      * established connections, losing those acknowledgements.) */
