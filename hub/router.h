@@ -7,6 +7,8 @@
  *   forms the next batch) -> acks -> deliver to subscriptions.
  * Nothing is acknowledged before its commit returned. Every refusal gets a
  * coded answer to the sender and a (rate-limited) log line, and is counted.
+ * What happens is also recorded in metrics.h, and about once a second the
+ * loop renders the monitoring documents and hands them to http.h.
  */
 #ifndef CIVIBUS_ROUTER_H
 #define CIVIBUS_ROUTER_H
