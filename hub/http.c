@@ -189,9 +189,9 @@ static int s_parse(const char *address, struct sockaddr_storage *ss, bool *v6)
         host[end - address - 1] = '\0';
         port_text = end + 2;
     } else {
-        const char *colon = strrchr(address, ':');
-        if (!colon || (size_t)(colon - address) >= sizeof host)
-            return -1;
+        const char *colon = strchr(address, ':');
+        if (!colon || colon != strrchr(address, ':') || (size_t)(colon - address) >= sizeof host)
+            return -1; /* an IPv6 address goes in brackets */
         memcpy(host, address, (size_t)(colon - address));
         host[colon - address] = '\0';
         port_text = colon + 1;
