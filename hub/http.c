@@ -47,6 +47,7 @@ struct http {
     struct MHD_Daemon *daemon;
     char address[80];
     atomic_int_fast64_t last_beat_ms; /* monotonic; 0: the loop never turned */
+    atomic_uint_fast64_t refused;     /* requests answered 404 or 405 */
     pthread_mutex_t lock;             /* guards everything below */
     char *metrics;
     size_t metrics_len;
@@ -152,6 +153,16 @@ static enum MHD_Result s_root(http_t *self, struct MHD_Connection *conn)
     return rc;
 }
 
+/* A request for something that is not served: counted, and logged at most
+ * ten times a second. */
+static void s_refused(http_t *self, const char *method, const char *url, unsigned status)
+{
+    char m[64], u[200];
+    atomic_fetch_add(&self->refused, 1);
+    log_limited(LOG_INFO, "http", "http.refused", "event=request_refused method=%s path=%s status=%u",
+                log_quote(method, m, sizeof m), log_quote(url, u, sizeof u), status);
+}
+
 static enum MHD_Result s_handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                 const char *version, const char *upload_data, size_t *upload_data_size,
                                 void **req_cls)
@@ -161,8 +172,10 @@ static enum MHD_Result s_handle(void *cls, struct MHD_Connection *conn, const ch
     (void)upload_data_size;
     (void)req_cls;
     http_t *self = cls;
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
+        s_refused(self, method, url, MHD_HTTP_METHOD_NOT_ALLOWED);
         return s_reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, TYPE_TEXT, "only GET and HEAD\n");
+    }
     if (strcmp(url, "/metrics") == 0)
         return s_document(self, conn, true);
     if (strcmp(url, "/api/status") == 0)
@@ -173,6 +186,7 @@ static enum MHD_Result s_handle(void *cls, struct MHD_Connection *conn, const ch
         return s_readyz(self, conn);
     if (strcmp(url, "/") == 0)
         return s_root(self, conn);
+    s_refused(self, method, url, MHD_HTTP_NOT_FOUND);
     return s_reply_text(conn, MHD_HTTP_NOT_FOUND, TYPE_TEXT, "not found (see /)\n");
 }
 
@@ -232,6 +246,7 @@ http_t *http_new(const char *address)
     if (!self)
         return NULL;
     atomic_init(&self->last_beat_ms, 0);
+    atomic_init(&self->refused, 0);
     if (pthread_mutex_init(&self->lock, NULL) != 0) {
         free(self);
         return NULL;
@@ -282,6 +297,11 @@ void http_destroy(http_t **self_p)
 const char *http_address(const http_t *self)
 {
     return self->address;
+}
+
+uint64_t http_refused(http_t *self)
+{
+    return atomic_load(&self->refused);
 }
 
 void http_beat(http_t *self)

@@ -1,6 +1,7 @@
 /* http - the hub's monitoring endpoint, served by libmicrohttpd.
  *
- * Paths (GET and HEAD only; anything else is 405, unknown paths 404):
+ * Paths (GET and HEAD only; anything else is 405, unknown paths 404, both
+ * counted and logged):
  *   /metrics     Prometheus text format 0.0.4
  *   /healthz     200 while the router's loop has turned within the last
  *                HTTP_STALE_MS, else 503: the process is alive and not stuck
@@ -24,6 +25,7 @@
 #define CIVIBUS_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* A loop that has not turned for this long is reported stalled. The loop
  * turns at least every 250 ms when idle; only a commit stuck on the disk, or
@@ -44,6 +46,10 @@ void http_destroy(http_t **self_p);
 /* The address actually bound, "127.0.0.1:PORT" (the port chosen for 0),
  * valid while the server lives. */
 const char *http_address(const http_t *self);
+
+/* Requests answered 404 or 405 since start (civibus_http_requests_refused_total).
+ * Lock-free; any thread. */
+uint64_t http_refused(http_t *self);
 
 /* The router's loop turned: /healthz and /readyz stay 200 for HTTP_STALE_MS
  * after this. Lock-free; any thread. */

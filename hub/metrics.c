@@ -697,6 +697,9 @@ static int s_prometheus(metrics_t *self, const metrics_sources_t *src, const s_f
         s_single_d(&b, "civibus_checkpoint_last_timestamp_seconds", "gauge",
                    "When the last signed checkpoint was made, seconds since the Unix epoch.",
                    (double)f->checkpoint_time / 1e6);
+    s_single_u(&b, "civibus_http_requests_refused_total", "counter",
+               "Requests to the monitoring endpoint answered 404 (unknown path) or 405 (not GET or HEAD).",
+               src->http_refused);
     s_prom_process(&b, &f->proc);
     if (b.failed) {
         free(b.data);

@@ -80,6 +80,7 @@ typedef struct {
     const peers_t *peers;
     const char *instance;  /* the hub instance id (hex) */
     int64_t started_at_us; /* when the hub started, µs since the epoch */
+    uint64_t http_refused; /* requests the monitoring endpoint answered 404 or 405 */
 } metrics_sources_t;
 
 /* The documents of one render; the caller owns the strings. */

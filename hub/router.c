@@ -1139,7 +1139,8 @@ static void s_report(router_t *self, int64_t now)
                              .auth = self->auth,
                              .peers = self->peers,
                              .instance = self->instance,
-                             .started_at_us = self->started_at};
+                             .started_at_us = self->started_at,
+                             .http_refused = http_refused(self->http)};
     metrics_report_t rep;
     if (metrics_render(self->metrics, &src, now, &rep) != 0)
         return;

@@ -120,6 +120,7 @@ static void test_lifecycle(void **state)
     assert_int_equal(s_request(addr, "PUT", "/metrics", ans, sizeof ans), 405);
     assert_non_null(strstr(ans, "Allow: GET, HEAD"));
     assert_int_equal(s_request(addr, "GET", "/metrics/", ans, sizeof ans), 404);
+    assert_int_equal(http_refused(h), 2);
 
     /* Stopping wins over whatever is published later. */
     http_stopping(h);
