@@ -37,9 +37,13 @@ else
 Q := @
 endif
 
-PKGS      := libzmq libprotobuf-c openssl lmdb jansson
+PKGS      := libzmq libprotobuf-c openssl lmdb jansson libmicrohttpd libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs libzmq libprotobuf-c openssl lmdb jansson 2>/dev/null)
+# Only the hub serves HTTP (libmicrohttpd) and only the CLI and the test
+# harness fetch it (libcurl): the SDK links neither.
+HTTPD_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
+CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null)
 
 WARN      := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
              -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
@@ -118,23 +122,23 @@ $(LIBCIV_SO): $(SDK_OBJ) $(PROTO_OBJ)
 
 $(HUBD): $(call obj,hub/main.c) $(LIBHUB) $(LIBPROTO)
 	@[ "$(V)" = 1 ] || echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(HTTPD_LIBS)
 
 $(CLI): $(CLI_OBJ) $(LIBCIV_A)
 	@[ "$(V)" = 1 ] || echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CURL_LIBS)
 
 # Unit tests link the hub's modules and the SDK; integration tests and benchmarks
 # link the SDK and the test harness (which starts real civibusd processes).
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBHUB) $(LIBCIV_A)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(HTTPD_LIBS) -lcmocka
 $(ITEST_BIN): $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(HARN_OBJ) $(LIBCIV_A)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CURL_LIBS) -lcmocka
 $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(HARN_OBJ) $(LIBHUB) $(LIBCIV_A)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(HTTPD_LIBS) $(CURL_LIBS)
 # Without libFuzzer a fuzz target links a main that replays its corpus;
 # LIBFUZZER=1 (with CC=clang) links libFuzzer's driver instead.
 ifeq ($(LIBFUZZER),1)
@@ -146,7 +150,7 @@ FUZZ_LDFLAGS :=
 endif
 $(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(FUZZ_MAIN) $(LIBHUB) $(LIBPROTO)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(LDFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(LDLIBS) $(HTTPD_LIBS)
 
 fuzz-targets: $(FUZZ_BIN)
 

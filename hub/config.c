@@ -52,6 +52,10 @@ static const s_key_t s_keys[] = {
      "/var/lib/civibus"},
     {"listen", T_STRING, OFF(listen), "tcp://127.0.0.1:7400", 0, 0, RESTART,
      "ZeroMQ endpoint adapters connect to (tcp://ADDR:PORT; port * picks a free one)", NULL},
+    {"http", T_STRING, OFF(http), "127.0.0.1:7401", 0, 0, RESTART,
+     "monitoring endpoint (/metrics, /healthz, /readyz, /api/status; docs/MONITORING.md), ADDR:PORT or "
+     "[IPv6]:PORT; port 0 picks a free one; empty: no HTTP listener",
+     NULL},
     {"registry", T_STRING, OFF(registry), NULL, 0, 0, RESTART,
      "agency registry folder: one AGENCY.pub file per agency; its contents are re-read on SIGHUP",
      "/etc/civibus/registry"},
@@ -120,6 +124,9 @@ static const s_key_t s_keys[] = {
      NULL},
     {"retention_batch", T_UINT, OFF(retention_batch), "1000", 1, 100000, RELOAD,
      "log entries retention deletes per transaction, at most", NULL},
+    {"subscription_lag_warn", T_UINT, OFF(subscription_lag_warn), "100000", 0, 1000000000000ULL, RELOAD,
+     "warn in /api/status (subscription_behind) of a subscription this many events behind the log; 0: never",
+     NULL},
 };
 #define N_KEYS (sizeof s_keys / sizeof s_keys[0])
 
@@ -335,9 +342,9 @@ static void s_usage(FILE *out)
                  "\n"
                  "The civibus hub: authenticates agencies over CURVE, logs their service events\n"
                  "durably in LMDB and delivers them to subscribers. Runs in the foreground and\n"
-                 "prints 'civibusd ready endpoint=...' on stdout once it accepts connections.\n"
-                 "SIGTERM or SIGINT stops it cleanly (a second one at once); SIGHUP reloads the\n"
-                 "config file, the registry and the policy.\n\n"
+                 "prints 'civibusd ready endpoint=... [http=ADDR:PORT]' on stdout once it accepts\n"
+                 "connections. SIGTERM or SIGINT stops it cleanly (a second one at once); SIGHUP\n"
+                 "reloads the config file, the registry and the policy.\n\n"
                  "  --config FILE        read settings from FILE (flags override it)\n"
                  "  --print-config       print a commented config file with every default\n"
                  "  --print-config-md    print the settings as a Markdown table\n"

@@ -25,6 +25,7 @@
 typedef struct {
     char *data;              /* data directory (LMDB) */
     char *listen;            /* ZeroMQ endpoint the ROUTER binds */
+    char *http;              /* monitoring endpoint ADDR:PORT; "" for none */
     char *registry;          /* agency registry folder */
     char *key;               /* hub secret key file */
     char *policy;            /* access policy file; "" for none */
@@ -54,6 +55,7 @@ typedef struct {
     uint64_t retention_max_bytes; /* the log's pages are kept under this (0: keep) */
     char *retention_keep_subscriptions; /* "agency/name,..." whose unacknowledged entries stay */
     uint64_t retention_batch;     /* entries deleted per transaction */
+    uint64_t subscription_lag_warn; /* lag that /api/status warns of; 0: never */
 
     /* The sources, kept for config_reload: main's argv (borrowed). */
     int argc;

@@ -1296,10 +1296,15 @@ int journal_stats(journal_t *self, journal_stats_t *out)
         return jrc;
     MDB_stat st;
     MDB_envinfo info;
+    journal_record_t first = {.received_at = 0};
     int rc = mdb_stat(txn, self->log_db, &st);
+    if (rc == 0 && self->first_seq)
+        jrc = s_entry_get(self, txn, self->first_seq, &first);
     mdb_txn_abort(txn);
     if (rc)
         return s_fail("stat", rc);
+    if (jrc)
+        return jrc;
     if ((rc = mdb_env_info(self->env, &info)))
         return s_fail("env_info", rc);
     struct stat fst;
@@ -1315,6 +1320,7 @@ int journal_stats(journal_t *self, journal_stats_t *out)
         .map_max = self->map_max,
         .used_bytes = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize,
         .file_bytes = (uint64_t)fst.st_size,
+        .first_time = first.received_at,
     };
     return JOURNAL_OK;
 }

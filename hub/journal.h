@@ -175,7 +175,11 @@ typedef struct {
     uint64_t map_max;      /* ceiling, bytes */
     uint64_t used_bytes;   /* pages in use * page size */
     uint64_t file_bytes;   /* size of data.mdb on disk */
+    int64_t first_time;    /* received_at of the first entry (µs), 0 when empty */
 } journal_stats_t;
+/* The figures above, from one short read transaction (civibus_log_entries,
+ * civibus_log_bytes, civibus_map_*_bytes,
+ * civibus_retention_oldest_timestamp_seconds). */
 int journal_stats(journal_t *self, journal_stats_t *out);
 
 /* --- retention ------------------------------------------------------------ */

@@ -1,7 +1,7 @@
 /* main - civibusd: parse the configuration, run the router until a signal.
  *
  * Signals are blocked before any thread starts (ZeroMQ's I/O threads, the
- * ZAP handler) so that they are delivered to the main thread, whose
+ * ZAP handler, the HTTP server) so that they are delivered to the main thread, whose
  * zmq_poll they interrupt. SIGHUP asks the router to reload (config file,
  * registry, policy). The first SIGTERM or SIGINT asks it to drain and stop,
  * and arms a watchdog of drain_timeout_ms; a second one, or the watchdog,
@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "http.h"
 #include "log.h"
 #include "router.h"
 
@@ -104,13 +105,17 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     router_t *router = router_new(&cfg);
+    http_t *http = router && cfg.http[0] ? http_new(cfg.http) : NULL;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!router) {
+    if (!router || (cfg.http[0] && !http)) {
         log_error("main", "event=start_failed");
+        router_destroy(&router);
         config_free(&cfg);
         return 1;
     }
-    printf("civibusd ready endpoint=%s\n", router_endpoint(router));
+    router_set_http(router, http);
+    printf("civibusd ready endpoint=%s%s%s\n", router_endpoint(router), http ? " http=" : "",
+           http ? http_address(http) : "");
     fflush(stdout);
     rc = router_run(router, &s_stop, &s_reload);
     router_destroy(&router);
@@ -118,6 +123,7 @@ int main(int argc, char **argv)
         s_have_watchdog = 0;
         timer_delete(s_watchdog);
     }
+    http_destroy(&http);
     config_free(&cfg);
     log_info("main", "event=exit code=%d", rc == 0 ? 0 : 1);
     return rc == 0 ? 0 : 1;

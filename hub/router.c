@@ -24,6 +24,9 @@
 
 #include "auth.h"
 #include "crypto.h"
+#include "http.h"
+#include "metrics.h"
+#include "peers.h"
 #include "evsign.h"
 #include "batch.h"
 #include "chain.h"
@@ -44,7 +47,8 @@
 /* One router per context, so the name is unique where it must be. */
 #define MONITOR_ENDPOINT "inproc://civibus-monitor"
 #define MONITOR_EVENTS                                                                                          \
-    (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+    (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | \
+     ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)
 #define READ_BURST 4096       /* messages read before the batch is committed */
 #define REPLAY_MAX_BYTES (128 * 1024)
 /* Messages queued per peer, each way. Publish replies must not be dropped
@@ -67,6 +71,7 @@
 #define TRANSPORT_SLACK (64 * 1024)
 #define KEY_WARN_EVERY_MS (24 * 3600 * 1000LL) /* expiring keys are logged daily */
 #define DAY_S (24 * 3600)
+#define REPORT_EVERY_MS 1000 /* documents rendered for the monitoring endpoint */
 
 typedef Civibus__V1__ErrorCode s_code_t;
 #define C(x) CIVIBUS__V1__ERROR_CODE__##x
@@ -80,6 +85,7 @@ typedef struct {
     Civibus__V1__PublishResult *results;
     Civibus__V1__PublishResult **result_ptrs;
     size_t n;
+    int64_t received_us; /* metrics_clock_us() at receipt */
 } s_request_t;
 
 typedef struct {
@@ -102,6 +108,9 @@ struct router {
     journal_t *journal;
     chain_t *chain; /* NULL: no signing key, no checkpoints */
     subs_t *subs;
+    metrics_t *metrics;
+    peers_t *peers; /* who is connected, from the monitor and the messages */
+    http_t *http;   /* borrowed; NULL: no monitoring endpoint */
     char endpoint[256];
     char instance[33];
     int64_t started_at;
@@ -122,12 +131,16 @@ struct router {
     int64_t last_flush_ms;
     int64_t last_expire_ms;
     int64_t last_key_warn_ms;
+    int64_t last_report_ms;
 };
 
-static void s_refuse_count(router_t *self, s_code_t code)
+/* Count a coded refusal sent to agency (NULL: a sender without identity),
+ * and keep it for the monitoring endpoint with the reason it was given. */
+static void s_refuse_count(router_t *self, const char *agency, s_code_t code, const char *reason)
 {
     if ((int)code >= 0 && (int)code < CODE_COUNT)
         self->stats.refused[code]++;
+    metrics_refused(self->metrics, agency, (int)code, reason);
 }
 
 /* ---- publish --------------------------------------------------------- */
@@ -182,7 +195,7 @@ static void s_result_refuse(router_t *self, s_request_t *r, size_t i, s_code_t c
     Civibus__V1__PublishResult *res = &r->results[i];
     res->code = code;
     res->reason = strdup(reason);
-    s_refuse_count(self, code);
+    s_refuse_count(self, agency, code, reason);
     s_log_refusal(agency, code, reason);
 }
 
@@ -279,7 +292,7 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
         char reason[128];
         snprintf(reason, sizeof reason, "a publish may carry at most %" PRIu64 " events (batch_max), not %zu",
                  self->cfg->batch_max, n);
-        s_refuse_count(self, C(TOO_LARGE));
+        s_refuse_count(self, agency, C(TOO_LARGE), reason);
         s_log_refusal(agency, C(TOO_LARGE), reason);
         wire_send_error(self->sock, peer, request_id, NULL, C(TOO_LARGE), reason);
         codec_client_free(&msg);
@@ -289,6 +302,7 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
     memset(r, 0, sizeof *r);
     r->peer = *peer;
     r->request_id = pub->request_id;
+    r->received_us = metrics_clock_us();
     r->msg = msg;
     r->events = calloc(n ? n : 1, sizeof *r->events);
     r->results = calloc(n ? n : 1, sizeof *r->results);
@@ -366,7 +380,7 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
 nomem:
     codec_client_free(&msg);
     wire_send_error(self->sock, peer, request_id, NULL, C(UNAVAILABLE), "hub out of memory; retry later");
-    s_refuse_count(self, C(UNAVAILABLE));
+    s_refuse_count(self, agency, C(UNAVAILABLE), "hub out of memory; retry later");
 }
 
 /* Commit the batch and answer every pending request. */
@@ -379,9 +393,11 @@ static void s_commit(router_t *self)
     int rc = JOURNAL_OK;
     if (self->n_entries) {
         n_cursors = subs_take_dirty(self->subs, &cursors);
-        int64_t t0 = codec_mono_ms();
+        int64_t t0 = metrics_clock_us();
         rc = journal_append_batch(self->journal, self->entries, self->n_entries, cursors, n_cursors);
-        int64_t took = codec_mono_ms() - t0;
+        int64_t took_us = metrics_clock_us() - t0, took = took_us / 1000;
+        metrics_commit(self->metrics, took_us, self->n_entries);
+        metrics_storage_full(self->metrics, rc == JOURNAL_FULL || rc == JOURNAL_NOSPACE);
         if (took >= SLOW_COMMIT_MS)
             log_limited(LOG_WARN, "router", "router.slow_commit", "event=slow_commit ms=%" PRId64 " events=%zu",
                         took, self->n_entries);
@@ -398,6 +414,7 @@ static void s_commit(router_t *self)
         if (rc == JOURNAL_OK) {
             res->seq = e->seq;
             res->duplicate = e->duplicate;
+            metrics_event(self->metrics, e->source, e->duplicate);
             if (e->duplicate)
                 self->stats.duplicates++;
             else
@@ -407,11 +424,11 @@ static void s_commit(router_t *self)
             res->reason = strdup(rc == JOURNAL_FULL
                                      ? "the log reached its storage ceiling (map_size_max); retry later"
                                      : "the hub's disk is full; retry later");
-            s_refuse_count(self, res->code);
+            s_refuse_count(self, e->source, res->code, res->reason);
         } else {
             res->code = C(INTERNAL);
             res->reason = strdup("the hub could not write its log; retry later");
-            s_refuse_count(self, res->code);
+            s_refuse_count(self, e->source, res->code, res->reason);
         }
     }
     if (rc != JOURNAL_OK)
@@ -427,6 +444,7 @@ static void s_commit(router_t *self)
         msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_PUBLISH_REPLY;
         msg.publish_reply = &reply;
         int wrc = wire_send(self->sock, &r->peer, &msg);
+        metrics_publish_replied(self->metrics, metrics_clock_us() - r->received_us);
         if (wrc != WIRE_OK) {
             /* The events are durable; the publisher's retry gets them
              * answered as duplicates with the same sequence numbers. */
@@ -454,7 +472,7 @@ static void s_on_subscribe(router_t *self, const wire_peer_t *peer, const char *
     uint64_t next = 0;
     s_code_t code = subs_open(self->subs, agency, key, peer, req, &next, reason, sizeof reason);
     if (code != C(OK)) {
-        s_refuse_count(self, code);
+        s_refuse_count(self, agency, code, reason);
         char quoted[600];
         log_limited(LOG_WARN, "router", "subscribe_refused", "event=subscribe_refused agency=%s code=%s reason=%s",
                     agency, codec_error_name(code), log_quote(reason, quoted, sizeof quoted));
@@ -476,14 +494,16 @@ static void s_on_subscribe(router_t *self, const wire_peer_t *peer, const char *
     wire_send(self->sock, peer, &msg);
 }
 
-static void s_session_answer(router_t *self, const wire_peer_t *peer, const char *name, s_code_t code)
+static void s_session_answer(router_t *self, const wire_peer_t *peer, const char *agency, const char *name,
+                             s_code_t code)
 {
     if (code == C(OK))
         return;
-    s_refuse_count(self, code);
+    const char *reason = "no such subscription on this connection; subscribe again";
+    s_refuse_count(self, agency, code, reason);
     log_limited(LOG_INFO, "router", "router.nosession", "event=unknown_subscription subscription=%s",
                 codec_name_valid(name) ? name : "-");
-    wire_send_error(self->sock, peer, 0, name, code, "no such subscription on this connection; subscribe again");
+    wire_send_error(self->sock, peer, 0, name, code, reason);
 }
 
 typedef struct {
@@ -503,7 +523,7 @@ static bool s_replay_allows(const void *arg, const char *type, size_t len)
 static void s_replay_behind(router_t *self, const wire_peer_t *peer, const char *agency, uint64_t request_id,
                             uint64_t lost_from, uint64_t lost_to)
 {
-    s_refuse_count(self, C(BEHIND_RETENTION));
+    s_refuse_count(self, agency, C(BEHIND_RETENTION), "replay asked for entries retention deleted");
     log_limited(LOG_INFO, "router", "router.replay", "event=replay_refused agency=%s code=behind_retention "
                 "lost_from=%" PRIu64 " lost_to=%" PRIu64, agency, lost_from, lost_to);
     wire_send_behind(self->sock, peer, request_id, NULL, lost_from, lost_to);
@@ -519,7 +539,7 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const char *age
     Civibus__V1__StartPoint__Kind kind = sp ? sp->kind : CIVIBUS__V1__START_POINT__KIND__FIRST;
     if (kind == CIVIBUS__V1__START_POINT__KIND__SEQ) {
         if (sp->seq == 0) {
-            s_refuse_count(self, C(BAD_REQUEST));
+            s_refuse_count(self, agency, C(BAD_REQUEST), "sequence numbers start at 1");
             log_limited(LOG_WARN, "router", "router.badreq", "event=replay_refused reason=seq_zero");
             wire_send_error(self->sock, peer, req->request_id, NULL, C(BAD_REQUEST), "sequence numbers start at 1");
             return;
@@ -541,7 +561,7 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const char *age
             return;
         }
     } else if (kind != CIVIBUS__V1__START_POINT__KIND__FIRST && kind != CIVIBUS__V1__START_POINT__KIND__CURSOR) {
-        s_refuse_count(self, C(BAD_REQUEST));
+        s_refuse_count(self, agency, C(BAD_REQUEST), "replay starts at first, a sequence number or a time");
         wire_send_error(self->sock, peer, req->request_id, NULL, C(BAD_REQUEST),
                         "replay starts at first, a sequence number or a time");
         return;
@@ -552,7 +572,7 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const char *age
     int rc = batch_fill(b, self->journal, from, count, REPLAY_MAX_BYTES, count, self->policy ? s_replay_allows : NULL,
                         &match);
     if (rc != JOURNAL_OK) {
-        s_refuse_count(self, C(INTERNAL));
+        s_refuse_count(self, agency, C(INTERNAL), "cannot read the log");
         log_limited(LOG_ERROR, "router", "router.replay", "event=replay_failed error=\"%s\"", journal_strerror(rc));
         wire_send_error(self->sock, peer, req->request_id, NULL, C(INTERNAL), "cannot read the log");
         return;
@@ -681,8 +701,9 @@ static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *ag
     const char *reason = status == AUTH_KEY_REVOKED   ? "key revoked"
                          : status == AUTH_KEY_EXPIRED ? "key expired"
                                                       : "key not registered";
-    s_refuse_count(self, C(NOT_AUTHORISED));
+    s_refuse_count(self, agency, C(NOT_AUTHORISED), reason);
     self->stats.key_refused++;
+    metrics_auth_failure(self->metrics, METRICS_KEY_REFUSED);
     log_limited(LOG_WARN, "router", "message_refused.key",
                 "event=message_refused agency=%s code=not_authorised reason=key_%s key=%.8s", agency,
                 auth_key_status_name(status), key ? key : "-");
@@ -707,20 +728,20 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
     }
     if (rc != CODEC_OK) {
         s_code_t code = rc == CODEC_TOO_LARGE ? C(TOO_LARGE) : C(MALFORMED);
-        s_refuse_count(self, code);
+        const char *reason = code == C(TOO_LARGE) ? "message exceeds max_message_size"
+                                                  : "message is not a valid ClientMessage encoding";
+        s_refuse_count(self, agency, code, reason);
         const char *kind = code == C(TOO_LARGE) ? "message_refused.too_large" : "message_refused.malformed";
         log_limited(LOG_WARN, "router", kind, "event=message_refused agency=%s code=%s bytes=%zu", agency,
                     codec_error_name(code), len);
-        wire_send_error(self->sock, peer, request_id, NULL, code,
-                        code == C(TOO_LARGE) ? "message exceeds max_message_size"
-                                             : "message is not a valid ClientMessage encoding");
+        wire_send_error(self->sock, peer, request_id, NULL, code, reason);
         return;
     }
     if (msg->version != CODEC_PROTOCOL_VERSION && msg->version != 0) {
         char reason[96];
         snprintf(reason, sizeof reason, "protocol version %u is not supported; this hub speaks %d", msg->version,
                  CODEC_PROTOCOL_VERSION);
-        s_refuse_count(self, C(UNSUPPORTED_VERSION));
+        s_refuse_count(self, agency, C(UNSUPPORTED_VERSION), reason);
         log_limited(LOG_WARN, "router", "message_refused.unsupported_version",
                     "event=message_refused agency=%s code=unsupported_version version=%u", agency, msg->version);
         wire_send_error(self->sock, peer, 0, NULL, C(UNSUPPORTED_VERSION), reason);
@@ -729,7 +750,7 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
     }
     if (msg->version == 0 || msg->body_case == CIVIBUS__V1__CLIENT_MESSAGE__BODY__NOT_SET) {
         /* An empty frame decodes as an empty message: nothing was asked. */
-        s_refuse_count(self, C(MALFORMED));
+        s_refuse_count(self, agency, C(MALFORMED), "message has no version or no request");
         log_limited(LOG_WARN, "router", "message_refused.malformed",
                     "event=message_refused agency=%s code=malformed reason=no_version_or_request", agency);
         wire_send_error(self->sock, peer, 0, NULL, C(MALFORMED), "message has no version or no request");
@@ -749,15 +770,15 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         s_on_subscribe(self, peer, agency, key, msg->subscribe);
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_ACK:
-        s_session_answer(self, peer, msg->ack->subscription,
+        s_session_answer(self, peer, agency, msg->ack->subscription,
                          subs_ack(self->subs, agency, peer, msg->ack->subscription, msg->ack->seq));
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CREDIT:
-        s_session_answer(self, peer, msg->credit->subscription,
+        s_session_answer(self, peer, agency, msg->credit->subscription,
                          subs_credit(self->subs, agency, peer, msg->credit->subscription, msg->credit->credit));
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_UNSUBSCRIBE:
-        s_session_answer(self, peer, msg->unsubscribe->subscription,
+        s_session_answer(self, peer, agency, msg->unsubscribe->subscription,
                          subs_close(self->subs, agency, peer, msg->unsubscribe->subscription));
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_REPLAY:
@@ -770,7 +791,7 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         s_on_status(self, peer, agency, msg->status);
         break;
     default:
-        s_refuse_count(self, C(BAD_REQUEST));
+        s_refuse_count(self, agency, C(BAD_REQUEST), "unknown request");
         log_limited(LOG_WARN, "router", "message_refused.bad_request",
                     "event=message_refused agency=%s code=bad_request reason=unknown_request", agency);
         wire_send_error(self->sock, peer, 0, NULL, C(BAD_REQUEST), "unknown request");
@@ -819,13 +840,13 @@ static int s_read_one(router_t *self)
             more = zmq_msg_more(&rest);
             zmq_msg_close(&rest);
         } while (more);
-        s_refuse_count(self, C(MALFORMED));
+        s_refuse_count(self, codec_agency_valid(who) ? who : NULL, C(MALFORMED), "a message must be exactly one frame");
         log_limited(LOG_WARN, "router", "message_refused.malformed",
                     "event=message_refused agency=%s code=malformed reason=multipart", who[0] ? who : "-");
         wire_send_error(self->sock, &peer, 0, NULL, C(MALFORMED), "a message must be exactly one frame");
     } else if (!agency || !codec_agency_valid(who)) {
         /* Cannot happen with ZAP enforced; refuse rather than guess. */
-        s_refuse_count(self, C(NOT_AUTHORISED));
+        s_refuse_count(self, NULL, C(NOT_AUTHORISED), "connection has no authenticated agency");
         log_limited(LOG_ERROR, "router", "router.noid", "event=message_without_identity");
         wire_send_error(self->sock, &peer, 0, NULL, C(NOT_AUTHORISED), "connection has no authenticated agency");
     } else {
@@ -833,6 +854,7 @@ static int s_read_one(router_t *self)
          * expired since. */
         const char *key = zmq_msg_gets(&part, AUTH_KEY_PROPERTY);
         auth_key_status_t ks = auth_key_status(self->auth, who, key, (int64_t)time(NULL));
+        peers_seen(self->peers, zmq_msg_get(&part, ZMQ_SRCFD), &peer, who);
         s_dispatch(self, &peer, who, key, ks, zmq_msg_data(&part), zmq_msg_size(&part));
     }
     zmq_msg_close(&part);
@@ -935,6 +957,11 @@ static void s_on_monitor(router_t *self)
     uint32_t value;
     char addr[256];
     for (int i = 0; i < READ_BURST && s_monitor_read(self, &event, &value, addr, sizeof addr); i++) {
+        /* Both carry the connection's file descriptor. */
+        if (event == ZMQ_EVENT_ACCEPTED)
+            peers_accepted(self->peers, (int)value);
+        else if (event == ZMQ_EVENT_DISCONNECTED)
+            peers_disconnected(self->peers, (int)value);
         const char *reason = event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ? "no_detail"
                              : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol"
                              : event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH     ? "auth"
@@ -944,6 +971,7 @@ static void s_on_monitor(router_t *self)
         self->stats.handshakes_failed++;
         if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
             continue;
+        metrics_auth_failure(self->metrics, METRICS_HANDSHAKE_FAILED);
         /* The code is an errno for no_detail, a ZMQ_PROTOCOL_ERROR_* for
          * protocol (hex reads better: 0x11000002 is a mechanism mismatch).
          * libzmq's v1 monitor names the hub's listening endpoint, not the
@@ -1103,6 +1131,10 @@ router_t *router_new(config_t *cfg)
         log_warn("router", "event=no_signing_key effect=\"no signed checkpoints: civibus verify can check the "
                            "chain, not who wrote it\"");
     }
+    self->metrics = metrics_new();
+    self->peers = peers_new();
+    if (!self->metrics || !self->peers)
+        goto fail;
     self->ctx = zmq_ctx_new();
     if (!self->ctx)
         goto fail;
@@ -1148,6 +1180,8 @@ void router_destroy(router_t **self_p)
     chain_destroy(&self->chain);
     journal_destroy(&self->journal);
     policy_destroy(&self->policy);
+    metrics_destroy(&self->metrics);
+    peers_destroy(&self->peers);
     free(self->reqs);
     free(self->entries);
     free(self->entry_req);
@@ -1202,6 +1236,34 @@ static void s_retain(router_t *self, uint64_t appended)
     }
 }
 
+/* Render the monitoring documents and hand them to http. A failed render
+ * (logged) leaves the previous documents in place. */
+static void s_report(router_t *self, int64_t now)
+{
+    self->last_report_ms = now;
+    metrics_sources_t src = {.cfg = self->cfg,
+                             .journal = self->journal,
+                             .subs = self->subs,
+                             .auth = self->auth,
+                             .peers = self->peers,
+                             .instance = self->instance,
+                             .started_at_us = self->started_at,
+                             .http_refused = http_refused(self->http)};
+    metrics_report_t rep;
+    if (metrics_render(self->metrics, &src, now, &rep) != 0)
+        return;
+    http_publish(self->http, &rep.prometheus, rep.prometheus_len, &rep.status, rep.status_len, rep.not_ready);
+}
+
+void router_set_http(router_t *self, http_t *http)
+{
+    self->http = http;
+    if (!http)
+        return;
+    http_beat(http);
+    s_report(self, codec_mono_ms());
+}
+
 /* Read what is waiting (up to a burst or a full batch), commit, deliver. */
 static int s_turn(router_t *self)
 {
@@ -1214,7 +1276,7 @@ static int s_turn(router_t *self)
     }
     uint64_t last = journal_last_seq(self->journal);
     s_commit(self);
-    subs_pump(self->subs);
+    metrics_delivered(self->metrics, subs_pump(self->subs));
     s_retain(self, journal_last_seq(self->journal) - last);
     int64_t now = codec_mono_ms();
     if (now - self->last_flush_ms >= (int64_t)self->cfg->cursor_flush_ms) {
@@ -1231,6 +1293,8 @@ static int s_turn(router_t *self)
         log_flush_suppressed(false);
         self->last_expire_ms = now;
     }
+    if (self->http && now - self->last_report_ms >= REPORT_EVERY_MS)
+        s_report(self, now);
     return 0;
 }
 
@@ -1301,7 +1365,11 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
             log_error("router", "event=recv_failed error=\"%s\"", zmq_strerror(zmq_errno()));
             return -1;
         }
+        if (self->http)
+            http_beat(self->http);
     }
+    if (self->http)
+        http_stopping(self->http);
     /* The drain. What connected adapters already sent is committed and
      * acknowledged; nothing more is read after this turn. (zmq_unbind would
      * also cut the established connections, losing those

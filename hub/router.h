@@ -7,6 +7,8 @@
  *   forms the next batch) -> acks -> deliver to subscriptions.
  * Nothing is acknowledged before its commit returned. Every refusal gets a
  * coded answer to the sender and a (rate-limited) log line, and is counted.
+ * What happens is also recorded in metrics.h, and about once a second the
+ * loop renders the monitoring documents and hands them to http.h.
  */
 #ifndef CIVIBUS_ROUTER_H
 #define CIVIBUS_ROUTER_H
@@ -14,6 +16,7 @@
 #include <signal.h>
 
 #include "config.h"
+#include "http.h"
 
 typedef struct router router_t;
 
@@ -27,6 +30,11 @@ void router_destroy(router_t **self_p);
 
 /* The endpoint actually bound (with the port chosen for "*"). */
 const char *router_endpoint(const router_t *self);
+
+/* Feed the monitoring endpoint (borrowed; it must outlive the router's
+ * loop): the loop beats its heartbeat at every turn and hands it freshly
+ * rendered documents every second, the first ones before this returns. */
+void router_set_http(router_t *self, http_t *http);
 
 /* Serve until *stop becomes non-zero; then drain: stop reading, commit and
  * ack what was already received, save cursors, write a checkpoint, log the

@@ -747,3 +747,40 @@ size_t subs_count(const subs_t *self)
 {
     return self->n;
 }
+
+typedef struct {
+    subs_t *self;
+    subs_info_fn fn;
+    void *arg;
+} s_each_ctx_t;
+
+static int s_each_saved(const journal_cursor_t *cur, void *arg)
+{
+    s_each_ctx_t *c = arg;
+    if (s_find(c->self, cur->agency, cur->name))
+        return 0; /* live: visited from memory */
+    subs_info_t info = {.agency = cur->agency,
+                        .name = cur->name,
+                        .cursor = cur->acked,
+                        .behind_retention = subs_cursor_behind(c->self, cur->acked)};
+    return c->fn(&info, c->arg);
+}
+
+int subs_foreach(subs_t *self, subs_info_fn fn, void *arg)
+{
+    for (size_t i = 0; i < self->n; i++) {
+        const s_session_t *s = self->list[i];
+        subs_info_t info = {.agency = s->agency,
+                            .name = s->name,
+                            .connected = true,
+                            .cursor = s->acked,
+                            .in_flight = s->delivered - s->acked,
+                            .credit = s->credit,
+                            .behind_retention = subs_cursor_behind(self, s->acked)};
+        int rc = fn(&info, arg);
+        if (rc)
+            return rc;
+    }
+    s_each_ctx_t c = {.self = self, .fn = fn, .arg = arg};
+    return journal_cursor_each(self->journal, s_each_saved, &c);
+}

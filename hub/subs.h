@@ -113,4 +113,33 @@ bool subs_cursor_behind(const subs_t *self, uint64_t cursor);
 
 size_t subs_count(const subs_t *self);
 
+/* One subscription as the monitoring endpoint shows it (subs_foreach).
+ * Strings are valid during the callback only. */
+typedef struct {
+    const char *agency;
+    const char *name;
+    bool connected;        /* a session is open on a connection now */
+    uint64_t cursor;       /* last acknowledged seq; lag = last_seq - cursor
+                            * (civibus_subscription_lag_events) */
+    uint64_t in_flight;    /* sent, not acknowledged; 0 when not connected
+                            * (civibus_subscription_inflight_events) */
+    uint32_t credit;       /* events the consumer still accepts */
+    uint64_t redeliveries; /* events sent again after an unanswered delivery
+                            * (civibus_subscription_redeliveries_total) */
+    uint64_t dead_letters; /* events set aside as undeliverable
+                            * (civibus_subscription_dead_letters) */
+    bool behind_retention; /* its cursor points before the oldest entry kept
+                            * (civibus_subscription_behind_retention) */
+} subs_info_t;
+
+/* Return 0 to go on, non-zero to stop (that value is returned). The callback
+ * must not call into subs or the journal. */
+typedef int (*subs_info_fn)(const subs_info_t *info, void *arg);
+
+/* Visit every subscription of every agency: the live sessions first, then
+ * the saved cursors of those not live. For the monitoring endpoint, which
+ * must not see another module's state any other way. Returns 0, the
+ * callback's non-zero value, or a negative journal_err. */
+int subs_foreach(subs_t *self, subs_info_fn fn, void *arg);
+
 #endif

@@ -26,6 +26,7 @@ static const s_command_t s_commands[] = {
     {"tail", cmd_tail, "follow a durable subscription, printing JSON lines"},
     {"replay", cmd_replay, "print the hub's log as JSON lines"},
     {"status", cmd_status, "show the hub's state and its subscriptions"},
+    {"top", cmd_top, "watch the hub's overview from its monitoring endpoint"},
     {"policy", cmd_policy, "check an access policy file, explain a decision"},
     {"registry", cmd_registry, "add, list, rotate and revoke agency keys in a registry folder"},
     {"verify", cmd_verify, "check the log's hash chain and signed checkpoints offline"},
@@ -102,6 +103,7 @@ static void s_usage(FILE *out)
                  "  CIVIBUS_POLICY    access policy file of `policy explain`      (--policy)\n"
                  "  CIVIBUS_REGISTRY  agency registry folder of `registry ...`    (--registry)\n"
                  "  CIVIBUS_SIGN_KEY  this agency's signing key for `publish`     (--sign-key)\n"
+                 "  CIVIBUS_HTTP      the hub's monitoring endpoint for `top`      (--http)\n"
                  "\n"
                  "Exit codes:\n"
                  "  0  success\n"

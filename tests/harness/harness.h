@@ -6,7 +6,9 @@
  * happened). The hub listens on 127.0.0.1 on a port chosen at the first start
  * and reused at every restart, so clients reconnect to the same endpoint.
  * The daemon's binary is $CIVIBUSD, else build/civibusd. Its stderr goes to
- * DIR/hub.log; harness_dump_log prints it after a failure.
+ * DIR/hub.log; harness_dump_log prints it after a failure. Its monitoring
+ * endpoint listens on 127.0.0.1 on a free port (harness_http), which
+ * harness_http_get queries.
  */
 #ifndef CIVIBUS_HARNESS_H
 #define CIVIBUS_HARNESS_H
@@ -44,6 +46,20 @@ int harness_wait(harness_t *self, int timeout_ms);
 int harness_kill(harness_t *self);
 bool harness_running(const harness_t *self);
 pid_t harness_pid(const harness_t *self);
+
+/* The hub's monitoring endpoint as the ready line gave it ("127.0.0.1:PORT",
+ * a free port chosen at each start: the harness passes --http 127.0.0.1:0
+ * before the test's own flags), or "" when the hub runs without one. */
+const char *harness_http(const harness_t *self);
+/* Send an HTTP request (method "GET", "HEAD", "POST", ...) for path to the
+ * monitoring endpoint, waiting at most 10 s. On success (any HTTP status)
+ * returns 0 with *status set and, when body is non-NULL, *body a
+ * NUL-terminated malloc'd copy of the body (caller frees) of *len bytes.
+ * -1 when no answer came (printed). */
+int harness_http_request(const harness_t *self, const char *method, const char *path, long *status, char **body,
+                         size_t *len);
+/* harness_http_request with GET. */
+int harness_http_get(const harness_t *self, const char *path, long *status, char **body, size_t *len);
 
 const char *harness_dir(const harness_t *self);
 const char *harness_data_dir(const harness_t *self);
