@@ -13,6 +13,7 @@
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "page.h"
 #include "router.h"
 
 static volatile sig_atomic_t s_stop;
@@ -60,8 +61,10 @@ int main(int argc, char **argv)
     router_t *router = router_new(&cfg);
     http_t *http = router && cfg.http[0] ? http_new(cfg.http) : NULL;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!router || (cfg.http[0] && !http)) {
+    if (!router || (cfg.http[0] && !http) ||
+        (http && http_set_page(http, page_status_html, page_status_html_len) != 0)) {
         log_error("main", "event=start_failed");
+        http_destroy(&http);
         router_destroy(&router);
         config_free(&cfg);
         return 1;
