@@ -63,7 +63,8 @@ PAGE=hub/www/status.html
 if grep -nE 'innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function' "$PAGE"; then
     fail "$PAGE parses strings as HTML or code"
 fi
-if grep -nEi '(src|href|action)=|@import|url\(|https?://' "$PAGE" | grep -v "'http://www.w3.org/2000/svg'"; then
+if grep -nEi 'src=|(href|action)="?[a-z]*:|(href|action)="?//|@import|url\(|https?://' "$PAGE" |
+    grep -v "'http://www.w3.org/2000/svg'"; then
     fail "$PAGE refers to an external resource"
 fi
 
