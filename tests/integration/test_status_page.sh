@@ -54,7 +54,7 @@ fail() {
     sed 's/^/hub: /' "$T/hub.log" >&2 2>/dev/null || true
     exit 1
 }
-for tool in "$CHROMIUM" curl jq; do
+for tool in "$CHROMIUM" curl jq pgrep; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed (sh deploy/install-deps.sh)"
 done
 
