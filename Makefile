@@ -120,7 +120,13 @@ $(LIBCIV_A): $(SDK_OBJ) $(PROTO_OBJ)
 $(LIBCIV_SO): $(SDK_OBJ) $(PROTO_OBJ)
 	$(Q)$(CC) -shared -Wl,-soname,libcivibus.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(HUBD): $(call obj,hub/main.c) $(LIBHUB) $(LIBPROTO)
+# The status page served at / is compiled in: hub/www/embed.sh turns the HTML
+# into C (hub/page.h declares it).
+$(BUILD)/gen/status_page.c: hub/www/status.html hub/www/embed.sh
+	@mkdir -p $(BUILD)/gen
+	$(Q)sh hub/www/embed.sh page_status_html hub/www/status.html page.h >$@.tmp && mv $@.tmp $@
+
+$(HUBD): $(call obj,hub/main.c) $(BUILD)/obj/gen/status_page.o $(LIBHUB) $(LIBPROTO)
 	@[ "$(V)" = 1 ] || echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(HTTPD_LIBS)
 

@@ -12,7 +12,7 @@ set -eu
 
 PACKAGES="gcc make pkg-config libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
 libssl-dev liblmdb-dev lmdb-utils libjansson-dev libcmocka-dev libmicrohttpd-dev
-libcurl4-openssl-dev prometheus"
+libcurl4-openssl-dev prometheus chromium curl jq procps"
 for extra in "$@"; do
     case $extra in
     memcheck) PACKAGES="$PACKAGES valgrind" ;;

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "page.h"
 #include "router.h"
 
 /* Exit codes besides 0 (clean stop), 1 (start or loop failed) and 2 (bad
@@ -107,8 +108,10 @@ int main(int argc, char **argv)
     router_t *router = router_new(&cfg);
     http_t *http = router && cfg.http[0] ? http_new(cfg.http) : NULL;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!router || (cfg.http[0] && !http)) {
+    if (!router || (cfg.http[0] && !http) ||
+        (http && http_set_page(http, page_status_html, page_status_html_len) != 0)) {
         log_error("main", "event=start_failed");
+        http_destroy(&http);
         router_destroy(&router);
         config_free(&cfg);
         return 1;
