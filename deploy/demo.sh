@@ -49,6 +49,7 @@ hub_pid=$!
 read -r ready <"$WORK/ready"
 endpoint=${ready#civibusd ready endpoint=}
 endpoint=${endpoint%% *}
+http=${ready##* http=}
 echo "   $ready (pid $hub_pid)"
 export CIVIBUS_HUB="$endpoint" CIVIBUS_HUB_KEY="$KEYS/hub.pub"
 
@@ -104,8 +105,11 @@ as $TAX publish --type population.birth.registered --subject person/1 --data '{}
 echo "   ...and replaying the log from sequence 1, it sees only what it may receive (births):"
 as $TAX replay --from seq:1 | show
 
-step "8. Hub status"
+step "8. Hub status: an agency's own view, then the operator's (the same data as /api/status)"
 as $POP status | show
+sleep 1.2 # the hub renders its monitoring documents once a second
+"$CLI" status --http "$http" | show
+echo "   Operators: the status page is at http://$http/ (metrics at /metrics) while the hub runs."
 
 step "9. Clean shutdown (SIGTERM: finish the commit in flight, save cursors, close the log)"
 kill "$tax_pid"
