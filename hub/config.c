@@ -81,6 +81,16 @@ static const s_key_t s_keys[] = {
      "write a signed checkpoint after this many new log entries", NULL},
     {"checkpoint_seconds", T_UINT, OFF(checkpoint_seconds), "60", 1, 86400,
      "write a signed checkpoint after this many seconds if the log grew (and always at a clean stop)", NULL},
+    {"ack_timeout_ms", T_UINT, OFF(ack_timeout_ms), "30000", 100, 86400000,
+     "a subscription's oldest unacknowledged event is delivered again when no ack moved its cursor this long",
+     NULL},
+    {"max_attempts", T_UINT, OFF(max_attempts), "5", 1, 1000,
+     "deliveries of an event to a subscription before it becomes a dead letter of it (docs/PROTOCOL.md 13)",
+     NULL},
+    {"redelivery_backoff_ms", T_UINT, OFF(redelivery_backoff_ms), "1000", 0, 3600000,
+     "wait after a failed first attempt before the next; doubled after each further failure", NULL},
+    {"redelivery_backoff_max_ms", T_UINT, OFF(redelivery_backoff_max_ms), "60000", 0, 86400000,
+     "longest wait between two attempts at one event", NULL},
 };
 #define N_KEYS (sizeof s_keys / sizeof s_keys[0])
 
@@ -354,6 +364,10 @@ int config_load(config_t *cfg, int argc, char **argv)
     }
     if (cfg->max_message_size < cfg->max_event_size + 4 * KiB) {
         fprintf(stderr, "civibusd: max_message_size must exceed max_event_size by 4KiB at least\n");
+        goto fail;
+    }
+    if (cfg->redelivery_backoff_max_ms < cfg->redelivery_backoff_ms) {
+        fprintf(stderr, "civibusd: redelivery_backoff_max_ms is smaller than redelivery_backoff_ms\n");
         goto fail;
     }
     if (cfg->map_size_initial > cfg->map_size_max) {
