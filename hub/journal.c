@@ -870,7 +870,7 @@ static int s_write(journal_t *self, journal_entry_t *entries, size_t n,
                    const journal_cursor_t *cursors, size_t n_cursors, const logfile_checkpoint_t *cp)
 {
     for (;;) {
-        s_head_t head;
+        s_head_t head = {0}; /* gcc -O2 cannot see that a successful attempt sets it */
         int jrc = s_try_batch(self, entries, n, cursors, n_cursors, cp, &head);
         if (jrc == JOURNAL_FULL) {
             if ((jrc = s_grow(self)))
