@@ -111,6 +111,14 @@ int chain_tick(chain_t *self, int64_t now_ms)
     return 0;
 }
 
+void chain_set_interval(chain_t *self, uint64_t every_events, uint64_t every_ms)
+{
+    if (!self)
+        return;
+    self->every_events = every_events ? every_events : 1;
+    self->every_ms = (int64_t)every_ms;
+}
+
 int chain_checkpoint(chain_t *self)
 {
     if (!self || journal_last_seq(self->journal) <= self->last_cp_seq)

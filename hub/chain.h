@@ -31,6 +31,10 @@ void chain_destroy(chain_t **self_p);
  * at the next call; returns 0, or a journal_err / crypto_err code. */
 int chain_tick(chain_t *self, int64_t now_ms);
 
+/* New intervals (a config reload), counted from the last checkpoint.
+ * NULL-safe. */
+void chain_set_interval(chain_t *self, uint64_t every_events, uint64_t every_ms);
+
 /* Write a checkpoint now if the log grew since the last one (clean stop).
  * NULL-safe; returns as chain_tick. */
 int chain_checkpoint(chain_t *self);

@@ -118,9 +118,7 @@ static s_code_t s_list(journal_t *journal, subs_t *subs, const policy_t *policy,
             return C(INTERNAL);
         }
     }
-    subs_delivery_stats_t st;
-    subs_delivery_stats(subs, agency, req->subscription, &st);
-    reply->total = st.dead_letters;
+    reply->total = subs_dead_letter_count(subs, agency, req->subscription);
     return C(OK);
 }
 

@@ -16,6 +16,16 @@
  * HEAD_UNKNOWN with one attempt; a failure (timeout, nack) finds it in the
  * log. A pass (after a rewind, or a new session) counts one more attempt for
  * its first event when that is the known head.
+ *
+ * Retention may delete entries a subscription has not been sent: a cursor
+ * is never moved over them. A Subscribe from such a cursor, a SEQ or a TIME
+ * before the log's start is refused with BEHIND_RETENTION; a live session
+ * that retention overtakes is told so once, by an Error with the range
+ * lost, and is sent nothing more until its consumer subscribes again with
+ * an explicit start (FIRST or SEQ), which is logged. Retention may also
+ * delete events in flight: a failed attempt then rewinds to a cursor before
+ * the log's start, which the pump reports the same way (no dead letter is
+ * made of an entry the log no longer holds).
  */
 #include "subs.h"
 
@@ -70,6 +80,9 @@ typedef struct s_session {
     uint64_t delivered;
     uint64_t acked;
     uint32_t credit;
+    uint64_t behind_from; /* retention deleted behind_from..behind_to before they were sent: */
+    uint64_t behind_to;   /* nothing more is sent (0: not behind) */
+    bool behind_told;     /* the Error saying so went out */
     bool dirty;
     bool busy;
     int64_t retry_at_ms; /* a busy session is not read for again before this */
@@ -99,6 +112,7 @@ struct subs {
     const policy_t *policy; /* borrowed; NULL: everything allowed */
     batch_t batch;          /* reused by every pump */
     s_stat_t *stats[BUCKETS];
+    uint64_t dead_letters_created; /* events given up since start, redriven ones again included */
 };
 
 static size_t s_hash(const char *agency, const char *name)
@@ -226,9 +240,7 @@ subs_t *subs_new(journal_t *journal, void *router, const subs_opts_t *opts)
         return NULL;
     self->journal = journal;
     self->router = router;
-    self->opts = *opts;
-    if (self->opts.max_attempts < 1)
-        self->opts.max_attempts = 1;
+    subs_set_opts(self, opts);
     /* A record that cannot be read costs its count, not the hub. */
     int rc = journal_dead_letters_each(journal, NULL, NULL, 0, s_stat_load_one, self);
     if (rc < 0)
@@ -309,7 +321,9 @@ static Civibus__V1__ErrorCode s_resolve_start(subs_t *self, const Civibus__V1__S
     switch (kind) {
     case CIVIBUS__V1__START_POINT__KIND__CURSOR:
         if (*has_cursor) {
-            *next = saved + 1 < first ? first : saved + 1;
+            *next = saved + 1;
+            if (*next < first)
+                goto behind;
             return CIVIBUS__V1__ERROR_CODE__OK;
         }
         *next = first;
@@ -330,20 +344,37 @@ static Civibus__V1__ErrorCode s_resolve_start(subs_t *self, const Civibus__V1__S
                      (unsigned long long)start->seq, (unsigned long long)last);
             return CIVIBUS__V1__ERROR_CODE__BAD_REQUEST;
         }
-        *next = start->seq < first ? first : start->seq;
+        *next = start->seq;
+        if (*next < first)
+            goto behind;
         break;
-    case CIVIBUS__V1__START_POINT__KIND__TIME:
+    case CIVIBUS__V1__START_POINT__KIND__TIME: {
+        journal_retention_stats_t rs;
+        journal_retention_stats(self->journal, &rs);
+        if (rs.anchor_seq && start->time <= rs.anchor_us) {
+            *next = 0; /* deleted entries were received then: which is not known */
+            goto behind;
+        }
         if (journal_seq_at_time(self->journal, start->time, next) != JOURNAL_OK) {
             snprintf(reason, reason_len, "cannot search the log by time");
             return CIVIBUS__V1__ERROR_CODE__INTERNAL;
         }
         break;
+    }
     default:
         snprintf(reason, reason_len, "unknown start kind %d", (int)kind);
         return CIVIBUS__V1__ERROR_CODE__BAD_REQUEST;
     }
     *has_cursor = false; /* an explicit start resets the cursor */
     return CIVIBUS__V1__ERROR_CODE__OK;
+behind:
+    if (*next)
+        snprintf(reason, reason_len, "entries %llu to %llu were deleted by retention", (unsigned long long)*next,
+                 (unsigned long long)first - 1);
+    else
+        snprintf(reason, reason_len, "entries up to %llu received at or after the start time were deleted by "
+                 "retention", (unsigned long long)first - 1);
+    return CIVIBUS__V1__ERROR_CODE__BEHIND_RETENTION;
 }
 
 Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *key, const wire_peer_t *peer,
@@ -395,9 +426,16 @@ Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *k
         }
     }
     uint64_t next = 0;
+    bool had_cursor = has_cursor;
     code = s_resolve_start(self, req->start, &has_cursor, saved, &next, reason, reason_len);
+    if (code == CIVIBUS__V1__ERROR_CODE__BEHIND_RETENTION)
+        *next_seq = next;
     if (code != CIVIBUS__V1__ERROR_CODE__OK)
         goto fail;
+    if (had_cursor && !has_cursor && subs_cursor_behind(self, saved))
+        log_warn("subs", "event=cursor_reset_past_retention agency=%s subscription=%s cursor=%llu first_seq=%llu "
+                 "next_seq=%llu", agency, s->name, (unsigned long long)saved,
+                 (unsigned long long)journal_first_seq(self->journal), (unsigned long long)next);
     s->st = s_stat_get(self, agency, req->name);
     if (!s->st) {
         code = CIVIBUS__V1__ERROR_CODE__INTERNAL;
@@ -484,6 +522,13 @@ void subs_drop_peer(subs_t *self, const wire_peer_t *peer, const char *why)
         else
             i++;
     }
+}
+
+void subs_set_opts(subs_t *self, const subs_opts_t *opts)
+{
+    self->opts = *opts;
+    if (self->opts.max_attempts < 1)
+        self->opts.max_attempts = 1;
 }
 
 void subs_set_policy(subs_t *self, const policy_t *policy)
@@ -602,6 +647,7 @@ static int s_dead_letter_head(subs_t *self, s_session_t *s, uint64_t seq, uint32
     s->st->head_seq = HEAD_NONE;
     s->st->head_attempts = 0;
     s_stat_recount(self, s->st);
+    self->dead_letters_created++;
     log_warn("subs", "event=dead_letter agency=%s subscription=%s seq=%llu attempts=%u cause=%s reason=%s", s->agency,
              s->name, (unsigned long long)seq, attempts, s_cause_names[cause],
              log_quote(reason, quoted, sizeof quoted));
@@ -631,6 +677,14 @@ static void s_fail_head(subs_t *self, s_session_t *s, s_cause_t cause, const cha
     s->ack_deadline_ms = 0;
     if (s->acked >= s->delivered)
         return;
+    if (subs_cursor_behind(self, s->acked)) {
+        /* Retention deleted entries after the cursor while they were in
+         * flight: they cannot be sent again, nor recorded as dead letters.
+         * The rewind leaves next_seq before the log's start, so the pump
+         * tells the consumer it is behind retention. */
+        s_rewind(s, cause);
+        return;
+    }
     s_stat_t *st = s->st;
     if (st->head_seq == HEAD_UNKNOWN || st->head_seq == HEAD_NONE || st->head_seq <= s->acked ||
         st->head_seq > s->delivered) {
@@ -673,6 +727,7 @@ static void s_redrive_dead(subs_t *self, s_session_t *s, s_cause_t cause, const 
     }
     if (rc == JOURNAL_OK) {
         char quoted[JOURNAL_REASON_MAX * 2 + 8];
+        self->dead_letters_created++;
         log_warn("subs", "event=dead_letter agency=%s subscription=%s seq=%llu attempts=%u cause=%s redriven=1 "
                  "reason=%s", s->agency, s->name, (unsigned long long)st->rd_seq, st->rd_attempts,
                  s_cause_names[cause], log_quote(reason, quoted, sizeof quoted));
@@ -1007,17 +1062,12 @@ static size_t s_pump_one(subs_t *self, s_session_t *s, uint64_t last, int64_t no
         goto done;
     }
     if (b->scanned_to == 0) {
-        /* Nothing at next_seq although last >= next_seq. Entries removed from
-         * the front move the session to the first one there is; anything else
-         * is a fault, and skipping ahead would lose events: retry later. */
-        uint64_t first = journal_first_seq(self->journal);
-        if (first > s->next_seq) {
-            s->next_seq = first;
-        } else {
-            log_limited(LOG_ERROR, "subs", "subs.hole", "event=log_hole subscription=%s seq=%llu last_seq=%llu",
-                        s->name, (unsigned long long)s->next_seq, (unsigned long long)last);
-            s->busy = true;
-        }
+        /* Nothing at next_seq although last >= next_seq, and retention did
+         * not delete it (subs_pump checked): a fault, and skipping ahead
+         * would lose events: retry later. */
+        log_limited(LOG_ERROR, "subs", "subs.hole", "event=log_hole subscription=%s seq=%llu last_seq=%llu",
+                    s->name, (unsigned long long)s->next_seq, (unsigned long long)last);
+        s->busy = true;
         goto done;
     }
     if (b->n == 0) {
@@ -1070,19 +1120,51 @@ static bool s_ready(const s_session_t *s, uint64_t last, int64_t now)
     return s->next_seq <= last;
 }
 
+/* Has retention deleted entries s was still to be sent? Then s is told so
+ * once (retried while its peer's queue is full) and sent nothing more.
+ * *gone when its peer is. */
+static bool s_behind(subs_t *self, s_session_t *s, uint64_t first, bool *gone)
+{
+    if (!s->behind_to && s->next_seq < first) {
+        s->behind_from = s->next_seq;
+        s->behind_to = first - 1;
+        log_warn("subs", "event=behind_retention agency=%s subscription=%s cursor=%llu lost_from=%llu lost_to=%llu",
+                 s->agency, s->name, (unsigned long long)s->acked, (unsigned long long)s->behind_from,
+                 (unsigned long long)s->behind_to);
+    }
+    if (s->behind_to && !s->behind_told) {
+        int rc = wire_send_behind(self->router, &s->peer, 0, s->name, s->behind_from, s->behind_to);
+        s->behind_told = rc == WIRE_OK;
+        *gone = rc == WIRE_GONE;
+        if (rc == WIRE_BUSY && self->pending == SUBS_IDLE)
+            self->pending = SUBS_BUSY;
+    }
+    return s->behind_to != 0;
+}
+
 size_t subs_pump(subs_t *self)
 {
-    uint64_t last = journal_last_seq(self->journal);
+    uint64_t last = journal_last_seq(self->journal), first = journal_first_seq(self->journal);
     size_t total = 0;
     int64_t now = codec_mono_ms();
     self->pending = SUBS_IDLE;
     for (size_t i = 0; i < self->n;) {
         s_session_t *s = self->list[i];
-        if (s->ack_deadline_ms && now >= s->ack_deadline_ms) {
+        bool gone = false;
+        if (!s->behind_to && s->ack_deadline_ms && now >= s->ack_deadline_ms) {
             if (s->rd_sent)
                 s_fail_redrive(self, s, CAUSE_ACK_TIMEOUT, NULL);
             else
                 s_fail_head(self, s, CAUSE_ACK_TIMEOUT, NULL);
+        }
+        /* After the timeout: a rewind to a cursor retention overtook is
+         * reported here, not skipped over. */
+        if (s_behind(self, s, first, &gone)) {
+            if (gone)
+                s_remove(self, s, "peer_gone");
+            else
+                i++;
+            continue;
         }
         if (!s_ready(s, last, now)) {
             i++;
@@ -1096,7 +1178,6 @@ size_t subs_pump(subs_t *self)
             i++;
             continue;
         }
-        bool gone = false;
         total += s_pump_one(self, s, last, now, &gone);
         if (s->busy)
             s->retry_at_ms = now + BUSY_RETRY_MS;
@@ -1232,6 +1313,7 @@ static int s_status_saved(const journal_cursor_t *cur, void *arg)
         ss->redeliveries = st->redeliveries;
         ss->dead_letters = st->dead_letters;
     }
+    ss->behind_retention = subs_cursor_behind(c->self, cur->acked);
     return 0;
 }
 
@@ -1251,6 +1333,7 @@ int subs_status(subs_t *self, const char *agency, Civibus__V1__StatusReply *stat
         ss->in_flight = s->delivered - s->acked + s->rd_sent;
         ss->redeliveries = s->st->redeliveries;
         ss->dead_letters = s->st->dead_letters;
+        ss->behind_retention = subs_cursor_behind(self, s->acked);
     }
     int rc = journal_cursor_each(self->journal, s_status_saved, &c);
     return (rc < 0 || c.failed) ? -1 : 0;
@@ -1272,37 +1355,69 @@ void subs_status_free(Civibus__V1__StatusReply *status)
     status->n_subscriptions = 0;
 }
 
+bool subs_cursor_behind(const subs_t *self, uint64_t cursor)
+{
+    return cursor + 1 < journal_first_seq(self->journal);
+}
+
 size_t subs_count(const subs_t *self)
 {
     return self->n;
 }
 
-static void s_delivery_stats(const subs_t *self, const s_stat_t *st, subs_delivery_stats_t *out)
-{
-    *out = (subs_delivery_stats_t){.redeliveries = st->redeliveries, .dead_letters = st->dead_letters};
-    const s_session_t *s = s_find(self, st->agency, st->name);
-    if (s)
-        out->in_flight = s->delivered - s->acked + s->rd_sent;
-}
-
-int subs_delivery_stats(const subs_t *self, const char *agency, const char *name, subs_delivery_stats_t *out)
+uint64_t subs_dead_letter_count(const subs_t *self, const char *agency, const char *name)
 {
     const s_stat_t *st = s_stat_find(self, agency, name);
-    if (!st) {
-        *out = (subs_delivery_stats_t){0};
-        return -1;
-    }
-    s_delivery_stats(self, st, out);
-    return 0;
+    return st ? st->dead_letters : 0;
 }
 
-void subs_delivery_stats_each(const subs_t *self, subs_delivery_stats_fn fn, void *arg)
+uint64_t subs_dead_letters_created(const subs_t *self)
 {
-    for (size_t b = 0; b < BUCKETS; b++) {
-        for (const s_stat_t *st = self->stats[b]; st; st = st->hnext) {
-            subs_delivery_stats_t out;
-            s_delivery_stats(self, st, &out);
-            fn(arg, st->agency, st->name, &out);
-        }
+    return self->dead_letters_created;
+}
+
+typedef struct {
+    subs_t *self;
+    subs_info_fn fn;
+    void *arg;
+} s_each_ctx_t;
+
+static int s_each_saved(const journal_cursor_t *cur, void *arg)
+{
+    s_each_ctx_t *c = arg;
+    if (s_find(c->self, cur->agency, cur->name))
+        return 0; /* live: visited from memory */
+    subs_info_t info = {.agency = cur->agency,
+                        .name = cur->name,
+                        .cursor = cur->acked,
+                        .behind_retention = subs_cursor_behind(c->self, cur->acked)};
+    /* Every subscription with figures has a saved cursor: a session saves
+     * one when it opens, and a dead letter is stored with one. */
+    const s_stat_t *st = s_stat_find(c->self, cur->agency, cur->name);
+    if (st) {
+        info.redeliveries = st->redeliveries;
+        info.dead_letters = st->dead_letters;
     }
+    return c->fn(&info, c->arg);
+}
+
+int subs_foreach(subs_t *self, subs_info_fn fn, void *arg)
+{
+    for (size_t i = 0; i < self->n; i++) {
+        const s_session_t *s = self->list[i];
+        subs_info_t info = {.agency = s->agency,
+                            .name = s->name,
+                            .connected = true,
+                            .cursor = s->acked,
+                            .in_flight = s->delivered - s->acked + s->rd_sent,
+                            .credit = s->credit,
+                            .redeliveries = s->st->redeliveries,
+                            .dead_letters = s->st->dead_letters,
+                            .behind_retention = subs_cursor_behind(self, s->acked)};
+        int rc = fn(&info, arg);
+        if (rc)
+            return rc;
+    }
+    s_each_ctx_t c = {.self = self, .fn = fn, .arg = arg};
+    return journal_cursor_each(self->journal, s_each_saved, &c);
 }

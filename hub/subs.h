@@ -63,7 +63,10 @@ void subs_destroy(subs_t **self_p);
 
 /* Open (or take over) subscription req->name of agency on peer. Saves the
  * cursor before returning. Returns OK (0) and fills *next_seq, or an
- * ErrorCode with a reason. */
+ * ErrorCode with a reason. BEHIND_RETENTION when the start (the cursor, a
+ * SEQ or a TIME) asks for entries retention deleted: *next_seq is then the
+ * first seq asked for (0 for a TIME), and the log starts at
+ * journal_first_seq. */
 Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *key, const wire_peer_t *peer,
                                  const Civibus__V1__Subscribe *req, uint64_t *next_seq, char *reason,
                                  size_t reason_len);
@@ -98,28 +101,23 @@ Civibus__V1__ErrorCode subs_nack(subs_t *self, const char *agency, const wire_pe
  * drop): re-count them, and let a live session deliver redriven ones. */
 void subs_dead_letters_changed(subs_t *self, const char *agency, const char *name);
 
-/* Redelivery figures of one subscription, for /metrics and /api/status:
- *   redeliveries  civibus_subscription_redeliveries_total{agency,subscription}
- *                 (deliveries with attempt > 1 since the hub started)
- *   dead_letters  civibus_subscription_dead_letters{agency,subscription}
- *                 (records stored now)
- *   in_flight     civibus_subscription_inflight_events{agency,subscription}
- *                 (delivered, not yet acknowledged; 0 without a live session) */
-typedef struct {
-    uint64_t redeliveries;
-    uint64_t dead_letters;
-    uint64_t in_flight;
-} subs_delivery_stats_t;
+/* The dead letters agency/name has stored now (0 for a name the hub does
+ * not know). Kept in memory: free. */
+uint64_t subs_dead_letter_count(const subs_t *self, const char *agency, const char *name);
 
-/* Fill *out for agency/name. Returns 0, or -1 when the hub has seen no
- * session and holds no dead letter of it (then *out is all zero). */
-int subs_delivery_stats(const subs_t *self, const char *agency, const char *name, subs_delivery_stats_t *out);
+/* Events given up since the hub started, in all subscriptions, a redriven
+ * dead letter given up again included (civibus_dead_letters_created_total).
+ * Free. */
+uint64_t subs_dead_letters_created(const subs_t *self);
 
-/* Call fn for every subscription subs_delivery_stats knows, in no order.
- * The strings are valid during the call; fn must not call into subs. */
-typedef void (*subs_delivery_stats_fn)(void *arg, const char *agency, const char *name,
-                                       const subs_delivery_stats_t *stats);
-void subs_delivery_stats_each(const subs_t *self, subs_delivery_stats_fn fn, void *arg);
+/* New limits (a config reload). A lower credit_max applies to the next
+ * grant, a lower max_sessions to the next subscribe, a new session timeout
+ * at the next expiry check; nothing open is closed for it. A new
+ * ack_timeout_ms applies from the next delivery or ack (a deadline already
+ * set stays), new backoffs from the next failure, a new max_attempts at the
+ * next failure or pass (an event past a lowered one becomes a dead letter
+ * then; attempts already counted are kept). */
+void subs_set_opts(subs_t *self, const subs_opts_t *opts);
 
 /* The access policy to enforce (borrowed; NULL allows everything). A
  * subscription none of whose filters the policy allows is refused; events
@@ -155,6 +153,42 @@ void subs_saved(subs_t *self);
 int subs_status(subs_t *self, const char *agency, Civibus__V1__StatusReply *status);
 void subs_status_free(Civibus__V1__StatusReply *status);
 
+/* Did retention delete entries after this cursor (acknowledged seq), so
+ * that the subscription cannot resume from it? The
+ * civibus_subscription_behind_retention{agency,subscription} gauge and
+ * SubscriptionStatus.behind_retention. */
+bool subs_cursor_behind(const subs_t *self, uint64_t cursor);
+
 size_t subs_count(const subs_t *self);
+
+/* One subscription as the monitoring endpoint shows it (subs_foreach).
+ * Strings are valid during the callback only. */
+typedef struct {
+    const char *agency;
+    const char *name;
+    bool connected;        /* a session is open on a connection now */
+    uint64_t cursor;       /* last acknowledged seq; lag = last_seq - cursor
+                            * (civibus_subscription_lag_events) */
+    uint64_t in_flight;    /* sent, not acknowledged, a redriven dead letter
+                            * included; 0 when not connected
+                            * (civibus_subscription_inflight_events) */
+    uint32_t credit;       /* events the consumer still accepts */
+    uint64_t redeliveries; /* deliveries with attempt > 1 since the hub started
+                            * (civibus_subscription_redeliveries_total) */
+    uint64_t dead_letters; /* dead letters stored now
+                            * (civibus_subscription_dead_letters) */
+    bool behind_retention; /* its cursor points before the oldest entry kept
+                            * (civibus_subscription_behind_retention) */
+} subs_info_t;
+
+/* Return 0 to go on, non-zero to stop (that value is returned). The callback
+ * must not call into subs or the journal. */
+typedef int (*subs_info_fn)(const subs_info_t *info, void *arg);
+
+/* Visit every subscription of every agency: the live sessions first, then
+ * the saved cursors of those not live. For the monitoring endpoint, which
+ * must not see another module's state any other way. Returns 0, the
+ * callback's non-zero value, or a negative journal_err. */
+int subs_foreach(subs_t *self, subs_info_fn fn, void *arg);
 
 #endif

@@ -4,7 +4,9 @@
  * a live hub, on a copy, or on a backup, and never changes a byte. It
  * recomputes the hash chain from the first entry, compares every stored
  * chain hash, checks every checkpoint's Ed25519 signature with the hub's
- * signing public key, and names the first bad sequence number. What a
+ * signing public key, and names the first bad sequence number. A log whose
+ * oldest entries retention deleted is checked from its anchor (the chain
+ * hash of the last deleted entry, kept in the log's meta data). What a
  * passing check proves, and what it cannot, is in docs/LOG.md.
  *
  * --hub-key here is the hub's *signing* public key (hub-sign.pub), not the
@@ -50,9 +52,11 @@ static void s_usage(void)
            "  --registry DIR   instead of --hub-key: the agency registry folder holding\n"
            "                   hub-sign.pub (civibus keygen --hub --registry DIR)\n"
            "  --from SEQ       start at SEQ, trusting the stored chain hash of SEQ-1\n"
-           "                   (default: from the first entry, seq 1)\n"
+           "                   (default: from the first entry: seq 1, or the first one\n"
+           "                   retention kept, from its anchor)\n"
            "  --help           this text\n\n"
-           "Prints `ok: N entries, M checkpoints, last seq S, last checkpoint C` and exits\n"
+           "Prints `ok: N entries, M checkpoints, last seq S, last checkpoint C` (and\n"
+           "`, first seq F` when retention deleted the entries before F) and exits\n"
            "0, or names the first bad sequence number and exits 1. Exit 4: the log or the\n"
            "key cannot be read; 2: usage.\n");
 }
@@ -120,9 +124,17 @@ int cmd_verify(int argc, char **argv)
     int lrc = logfile_verify(log, key, from, &rep);
     double secs = s_secs_since(&t0);
     if (lrc == LOGFILE_OK) {
-        printf("ok: %" PRIu64 " entries, %" PRIu64 " checkpoints, last seq %" PRIu64 ", last checkpoint %" PRIu64
-               "\n",
+        printf("ok: %" PRIu64 " entries, %" PRIu64 " checkpoints, last seq %" PRIu64 ", last checkpoint %" PRIu64,
                rep.entries, rep.checkpoints, rep.last_seq, rep.last_checkpoint);
+        if (rep.anchor_seq)
+            printf(", first seq %" PRIu64, rep.first_seq);
+        printf("\n");
+        if (rep.anchor_seq)
+            fprintf(stderr,
+                    "civibus: verify: entries 1 to %" PRIu64 " were deleted by retention; the chain was checked "
+                    "from the anchor kept with the log (the chain hash of seq %" PRIu64 "), which only a signed "
+                    "checkpoint after it vouches for\n",
+                    rep.anchor_seq, rep.anchor_seq);
         if (rep.last_seq > rep.last_checkpoint)
             fprintf(stderr,
                     "civibus: verify: entries after seq %" PRIu64 " are chained but not yet covered by a "

@@ -134,6 +134,7 @@ static int s_fill(const Civibus__V1__StatusReply *r, civ_status_t **out)
         o->in_flight = in->in_flight;
         o->redeliveries = in->redeliveries;
         o->dead_letters = in->dead_letters;
+        o->behind_retention = in->behind_retention;
     }
     s->n_warnings = n_warn;
     s->warnings = n_warn ? (char(*)[CIV_WARNING_MAX])((char *)(s + 1) + r->n_subscriptions * sizeof *s->subscriptions)

@@ -79,8 +79,10 @@ static inline void it_raw_close(it_raw_t **self_p)
     *self_p = NULL;
 }
 
-/* A CURVE DEALER connected to the hub with agency's keys, or NULL. */
-static inline it_raw_t *it_raw_new(harness_t *h, const char *agency)
+/* A CURVE DEALER connected to the hub with agency's keys, or NULL.
+ * rcvhwm and rcvbuf (0: libzmq's defaults) are set before it connects: small
+ * values make a peer that reads slowly, or not at all, for the hub. */
+static inline it_raw_t *it_raw_new_opts(harness_t *h, const char *agency, int rcvhwm, int rcvbuf)
 {
     keyfile_t hub, mine;
     char err[512];
@@ -96,6 +98,10 @@ static inline it_raw_t *it_raw_new(harness_t *h, const char *agency)
     self->ctx = zmq_ctx_new();
     self->sock = self->ctx ? zmq_socket(self->ctx, ZMQ_DEALER) : NULL;
     int linger = 0;
+    if (self->sock && rcvhwm)
+        zmq_setsockopt(self->sock, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
+    if (self->sock && rcvbuf)
+        zmq_setsockopt(self->sock, ZMQ_RCVBUF, &rcvbuf, sizeof rcvbuf);
     if (!self->sock || zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_setsockopt(self->sock, ZMQ_CURVE_SERVERKEY, hub.curve[0], KEYFILE_Z85_LEN + 1) != 0 ||
         zmq_setsockopt(self->sock, ZMQ_CURVE_PUBLICKEY, mine.curve[0], KEYFILE_Z85_LEN + 1) != 0 ||
@@ -106,6 +112,11 @@ static inline it_raw_t *it_raw_new(harness_t *h, const char *agency)
     }
     memset(&mine, 0, sizeof mine);
     return self;
+}
+
+static inline it_raw_t *it_raw_new(harness_t *h, const char *agency)
+{
+    return it_raw_new_opts(h, agency, 0, 0);
 }
 
 /* Send bytes as one frame (more: as a non-final frame). 0 on success. */

@@ -22,11 +22,12 @@ mkdir "$T/registry"
 "$CLI" keygen --hub --dir "$T/keys" >/dev/null
 "$CLI" keygen --agency tax-office --dir "$T/keys" --registry "$T/registry" >/dev/null
 mkfifo "$T/ready"
-"$HUBD" --data "$T/data" --listen 'tcp://127.0.0.1:*' --registry "$T/registry" --key "$T/keys/hub.key" \
-    --no-sync --max-attempts 2 --redelivery-backoff-ms 0 >"$T/ready" 2>"$T/hub.log" &
+"$HUBD" --data "$T/data" --listen 'tcp://127.0.0.1:*' --http 127.0.0.1:0 --registry "$T/registry" \
+    --key "$T/keys/hub.key" --no-sync --max-attempts 2 --redelivery-backoff-ms 0 >"$T/ready" 2>"$T/hub.log" &
 hub=$!
 read -r line <"$T/ready"
-export CIVIBUS_HUB="${line#civibusd ready endpoint=}" CIVIBUS_HUB_KEY="$T/keys/hub.pub"
+line=${line#civibusd ready endpoint=}
+export CIVIBUS_HUB="${line%% *}" CIVIBUS_HUB_KEY="$T/keys/hub.pub"
 export CIVIBUS_KEY="$T/keys/tax-office.key" CIVIBUS_TIMEOUT=5000
 
 pub() { "$CLI" publish --type tax.return.filed --data "{\"n\":$1}" >/dev/null; }
