@@ -5,8 +5,9 @@
  * order (seq across byte boundaries, names that are prefixes of others), the
  * page walk, the record stored in one transaction with its cursor, redrive
  * and drop of some or all records with their outcomes, events gone from the
- * log, the reason's ceiling, refused arguments, and that everything is there
- * after a reopen.
+ * log, the reason's ceiling, refused arguments, that everything is there
+ * after a reopen, and that retention deleting the front of the log leaves
+ * the records of its events in place, reported gone.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -263,6 +264,79 @@ static void test_reopen(void **state)
     assert_int_equal(got.attempts, 7 % 7 + 1);
 }
 
+static int s_count(const journal_dead_letter_t *dl, void *arg)
+{
+    (void)dl;
+    ++*(size_t *)arg;
+    return 0;
+}
+
+/* Retention deletes entries 1..200 (a kept subscription's cursor holds the
+ * rest): the records of 5 and 150 stay, a redrive reports them gone and
+ * leaves them as they were, a drop still removes one, and all of it is
+ * there after a reopen. */
+static void test_retention_leaves_records(void **state)
+{
+    fixture_t *f = *state;
+    s_put(f->j, "tax", "main", 5, "early");
+    s_put(f->j, "tax", "main", 150, "middle");
+    s_put(f->j, "tax", "main", 250, "late");
+    uint64_t five = 5;
+    uint8_t outcome[3];
+    journal_dl_change_t c = {.agency = "tax", .name = "main", .seqs = &five, .n = 1, .outcome = outcome};
+    assert_int_equal(journal_dead_letters_change(f->j, &c), JOURNAL_OK); /* 5 flagged for redrive */
+    journal_cursor_t holder = {.agency = "tax", .name = "holder", .acked = 200, .filters = "*"};
+    assert_int_equal(journal_save_cursors(f->j, &holder, 1), JOURNAL_OK);
+    journal_retention_t rules = {.max_age_us = 1, .keep = "tax/holder", .batch = 64};
+    assert_int_equal(journal_retention_set(f->j, &rules), JOURNAL_OK);
+    int64_t later = 4102444800000000; /* 2100: every entry is due */
+    size_t n, total = 0;
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(journal_retain(f->j, later, &n), JOURNAL_OK);
+        if (n == 0)
+            break;
+        total += n;
+    }
+    assert_int_equal(total, 200);
+    assert_int_equal(journal_first_seq(f->j), 201);
+
+    size_t count = 0;
+    assert_int_equal(journal_dead_letters_each(f->j, "tax", "main", 0, s_count, &count), JOURNAL_OK);
+    assert_int_equal(count, 3);
+    journal_dead_letter_t got;
+    assert_int_equal(journal_dead_letter_get(f->j, "tax", "main", 5, &got), JOURNAL_OK);
+    assert_true(got.redrive); /* retention does not touch the records */
+    assert_string_equal(got.reason, "early");
+
+    uint64_t gone[4];
+    c = (journal_dl_change_t){.agency = "tax", .name = "main", .gone = gone, .gone_cap = 4};
+    assert_int_equal(journal_dead_letters_change(f->j, &c), JOURNAL_OK);
+    assert_int_equal(c.affected, 1); /* 250 only */
+    assert_int_equal(c.n_gone, 2);
+    assert_int_equal(gone[0], 5);
+    assert_int_equal(gone[1], 150);
+    assert_int_equal(c.remaining, 3);
+    assert_int_equal(journal_dead_letter_get(f->j, "tax", "main", 150, &got), JOURNAL_OK);
+    assert_false(got.redrive); /* left as it was */
+    assert_int_equal(journal_dead_letter_get(f->j, "tax", "main", 250, &got), JOURNAL_OK);
+    assert_true(got.redrive);
+
+    uint64_t drop = 150;
+    c = (journal_dl_change_t){.agency = "tax", .name = "main", .drop = true, .seqs = &drop, .n = 1,
+                              .outcome = outcome};
+    assert_int_equal(journal_dead_letters_change(f->j, &c), JOURNAL_OK);
+    assert_int_equal(outcome[0], JOURNAL_DL_DONE);
+    assert_int_equal(c.remaining, 2);
+
+    journal_destroy(&f->j);
+    f->j = journal_new(&f->opts);
+    assert_non_null(f->j);
+    assert_int_equal(journal_first_seq(f->j), 201);
+    count = 0;
+    assert_int_equal(journal_dead_letters_each(f->j, "tax", "main", 0, s_count, &count), JOURNAL_OK);
+    assert_int_equal(count, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -270,6 +344,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_with_cursor_and_reason, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_redrive_and_drop, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_reopen, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_leaves_records, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
