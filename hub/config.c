@@ -110,6 +110,16 @@ static const s_key_t s_keys[] = {
      "write a signed checkpoint after this many new log entries", NULL},
     {"checkpoint_seconds", T_UINT, OFF(checkpoint_seconds), "60", 1, 86400, RELOAD,
      "write a signed checkpoint after this many seconds if the log grew (and always at a clean stop)", NULL},
+    {"ack_timeout_ms", T_UINT, OFF(ack_timeout_ms), "30000", 100, 86400000, RELOAD,
+     "a subscription's oldest unacknowledged event is delivered again when no ack moved its cursor this long",
+     NULL},
+    {"max_attempts", T_UINT, OFF(max_attempts), "5", 1, 1000, RELOAD,
+     "deliveries of an event to a subscription before it becomes a dead letter of it (docs/PROTOCOL.md 13)",
+     NULL},
+    {"redelivery_backoff_ms", T_UINT, OFF(redelivery_backoff_ms), "1000", 0, 3600000, RELOAD,
+     "wait after a failed first attempt before the next; doubled after each further failure", NULL},
+    {"redelivery_backoff_max_ms", T_UINT, OFF(redelivery_backoff_max_ms), "60000", 0, 86400000, RELOAD,
+     "longest wait between two attempts at one event; at least redelivery_backoff_ms", NULL},
     {"drain_timeout_ms", T_UINT, OFF(drain_timeout_ms), "30000", 100, 3600000, RESTART,
      "a stop (SIGTERM, SIGINT) that takes longer than this exits at once, with code 4 (a wedged disk)", NULL},
     {"retention_max_age", T_DURATION, OFF(retention_max_age), "0", 0, 100ULL * 366 * 86400, RELOAD,
@@ -542,6 +552,8 @@ static int s_read_sources(config_t *cfg, int argc, char **argv, int *action, cha
     }
     if (cfg->max_message_size < cfg->max_event_size + 4 * KiB)
         return s_err(err, err_len, "max_message_size must exceed max_event_size by 4KiB at least");
+    if (cfg->redelivery_backoff_max_ms < cfg->redelivery_backoff_ms)
+        return s_err(err, err_len, "redelivery_backoff_max_ms is smaller than redelivery_backoff_ms");
     if (cfg->map_size_initial > cfg->map_size_max)
         return s_err(err, err_len, "map_size_initial is larger than map_size_max");
     if (check)

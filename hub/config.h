@@ -50,6 +50,10 @@ typedef struct {
     char *signing_key;           /* Ed25519 secret key for checkpoints; "" for none */
     uint64_t checkpoint_events;  /* a checkpoint after this many new entries ... */
     uint64_t checkpoint_seconds; /* ... or this long, if the log grew */
+    uint64_t ack_timeout_ms;     /* an unacknowledged delivery fails after this long */
+    uint64_t max_attempts;       /* deliveries of an event before it is a dead letter */
+    uint64_t redelivery_backoff_ms;     /* wait before the second attempt, doubled for each next ... */
+    uint64_t redelivery_backoff_max_ms; /* ... up to this */
     uint64_t drain_timeout_ms;   /* a stop that takes longer exits at once */
     uint64_t retention_max_age;   /* seconds; entries older are deleted (0: keep) */
     uint64_t retention_max_bytes; /* the log's pages are kept under this (0: keep) */

@@ -1,7 +1,7 @@
 /* journal - the hub's durable, totally ordered event log, in LMDB.
  *
- * One LMDB environment (data.mdb, lock.mdb) in the data directory, with four
- * named databases: log, cursors, meta, checkpoints (see journal.h). The hub is the only
+ * One LMDB environment (data.mdb, lock.mdb) in the data directory, with five
+ * named databases: log, cursors, meta, checkpoints, dead_letters (see journal.h). The hub is the only
  * writer; offline tools may open the same files read-only at the same time,
  * which LMDB supports across processes.
  *
@@ -33,6 +33,12 @@
  *   checkpoints key seq (uint64, native)     val  128 bytes: version 1, seq,
  *                time, chain hash at seq, key id, Ed25519 signature
  *                (proto/logfile.h gives the layout and the signed bytes)
+ *   dead_letters key agency "\0" name "\0" seq (u64 big-endian, so that one
+ *                subscription's records sort by seq)
+ *                val  attempts (u32 LE), flags (u32 LE; bit 0: redrive
+ *                     pending), dead_at (i64 LE µs), reason (no NUL)
+ *                Added without a format change: a log without this database
+ *                simply has no dead letters.
  * A reader refuses an entry whose version is not 2 or whose lengths do not
  * add up (JOURNAL_CORRUPT); flags and reserved bytes are ignored on read.
  * The journal does not check chain hashes when reading (that is
@@ -133,6 +139,8 @@ struct journal {
     MDB_dbi meta_db;
     MDB_dbi checkpoints_db;
     bool has_checkpoints;      /* false only read-only, before any hub made it */
+    MDB_dbi dead_letters_db;
+    bool has_dead_letters;     /* false only read-only, before a hub made it */
     char *data_path;  /* dir/data.mdb, for journal_stats */
     size_t map_size;  /* current map size */
     size_t map_max;   /* configured ceiling */
@@ -410,6 +418,12 @@ static int s_open_dbs(journal_t *self)
         jrc = s_fail("dbi_open", rc);
         goto abort_txn;
     }
+    rc = mdb_dbi_open(txn, "dead_letters", create, &self->dead_letters_db);
+    self->has_dead_letters = rc == 0;
+    if (rc && !(rc == MDB_NOTFOUND && self->read_only)) {
+        jrc = s_fail("dbi_open", rc);
+        goto abort_txn;
+    }
     MDB_val key = {7, "version"}, val;
     rc = mdb_get(txn, self->meta_db, &key, &val);
     if (rc == 0) {
@@ -621,7 +635,7 @@ journal_t *journal_new(const journal_opts_t *opts)
      * less than its data): size 0 tells LMDB to adopt it. A new one starts
      * at map_init. */
     bool exists = stat(self->data_path, &st) == 0;
-    if ((rc = mdb_env_set_maxdbs(self->env, 4)) ||
+    if ((rc = mdb_env_set_maxdbs(self->env, 5)) ||
         (rc = mdb_env_set_mapsize(self->env, exists ? 0 : map_init))) {
         (void)s_fail("env_setup", rc);
         goto close_env;
@@ -907,7 +921,7 @@ static int s_write(journal_t *self, journal_entry_t *entries, size_t n,
                    const journal_cursor_t *cursors, size_t n_cursors, const logfile_checkpoint_t *cp)
 {
     for (;;) {
-        s_head_t head;
+        s_head_t head = {0}; /* gcc -O2 cannot see that a successful attempt sets it */
         int jrc = s_try_batch(self, entries, n, cursors, n_cursors, cp, &head);
         if (jrc == JOURNAL_FULL) {
             if ((jrc = s_grow(self)))
@@ -1323,6 +1337,310 @@ int journal_stats(journal_t *self, journal_stats_t *out)
         .first_time = first.received_at,
     };
     return JOURNAL_OK;
+}
+
+/* --- dead letters -------------------------------------------------------- */
+
+#define DL_HDR 16
+#define DL_FLAG_REDRIVE 1u
+
+/* Build agency "\0" name "\0" [seq big-endian] into buf; with_seq false
+ * gives the prefix of the subscription's records. Returns the length, or 0
+ * when a part is empty or the key would exceed LMDB's limit. */
+static size_t s_dl_key(const journal_t *self, const char *agency, const char *name, uint64_t seq, bool with_seq,
+                       char *buf)
+{
+    size_t len = s_pair_key(self, agency, name, buf);
+    if (len == 0 || len + 1 + 8 > self->max_key)
+        return 0;
+    buf[len++] = '\0';
+    if (with_seq) {
+        for (int i = 7; i >= 0; i--)
+            buf[len++] = (char)(uint8_t)(seq >> (8 * i));
+    }
+    return len;
+}
+
+/* Split a record into dl, copying its strings into the scratch buffer
+ * (valid until the next call that uses it). */
+static int s_dl_parse(journal_t *self, const MDB_val *key, const MDB_val *val, journal_dead_letter_t *dl)
+{
+    const char *k = key->mv_data;
+    const char *sep1 = memchr(k, '\0', key->mv_size);
+    const char *sep2 = sep1 ? memchr(sep1 + 1, '\0', key->mv_size - (size_t)(sep1 + 1 - k)) : NULL;
+    if (!sep1 || sep1 == k || !sep2 || sep2 == sep1 + 1 || (size_t)(sep2 + 1 - k) + 8 != key->mv_size ||
+        val->mv_size < DL_HDR)
+        return s_corrupt("dead_letter", 0);
+    size_t head = (size_t)(sep2 + 1 - k), rlen = val->mv_size - DL_HDR;
+    size_t need = head + rlen + 1;
+    if (need > self->scratch_cap) {
+        char *p = realloc(self->scratch, need);
+        if (!p)
+            return JOURNAL_IO;
+        self->scratch = p;
+        self->scratch_cap = need;
+    }
+    char *out = self->scratch;
+    memcpy(out, k, head); /* both NUL-terminated by their separators */
+    memcpy(out + head, (const uint8_t *)val->mv_data + DL_HDR, rlen);
+    out[head + rlen] = '\0';
+    const uint8_t *sq = (const uint8_t *)k + head, *v = val->mv_data;
+    uint64_t seq = 0;
+    for (int i = 0; i < 8; i++)
+        seq = (seq << 8) | sq[i];
+    uint32_t flags = s_get_u32le(v + 4);
+    *dl = (journal_dead_letter_t){.agency = out,
+                                  .name = out + (sep1 + 1 - k),
+                                  .seq = seq,
+                                  .attempts = s_get_u32le(v),
+                                  .redrive = (flags & DL_FLAG_REDRIVE) != 0,
+                                  .dead_at = (int64_t)s_get_u64le(v + 8),
+                                  .reason = out + head};
+    return JOURNAL_OK;
+}
+
+static int s_dl_write(journal_t *self, MDB_txn *txn, const journal_dead_letter_t *dl)
+{
+    char kbuf[KEY_BUF];
+    size_t klen = s_dl_key(self, dl->agency, dl->name, dl->seq, true, kbuf);
+    size_t rlen = dl->reason ? strnlen(dl->reason, JOURNAL_REASON_MAX) : 0;
+    MDB_val key = {klen, kbuf}, val = {DL_HDR + rlen, NULL};
+    int rc = mdb_put(txn, self->dead_letters_db, &key, &val, MDB_RESERVE);
+    if (rc)
+        return s_fail("dead_letter_put", rc);
+    uint8_t *p = val.mv_data;
+    s_put_u32le(p, dl->attempts);
+    s_put_u32le(p + 4, dl->redrive ? DL_FLAG_REDRIVE : 0);
+    s_put_u64le(p + 8, (uint64_t)dl->dead_at);
+    if (rlen)
+        memcpy(p + DL_HDR, dl->reason, rlen);
+    return JOURNAL_OK;
+}
+
+/* One write transaction running fn, committed (and synced unless no_sync)
+ * when fn returns JOURNAL_OK. A full map is grown and fn run again, so fn
+ * must set its outputs afresh each time. */
+typedef int (*s_txn_fn)(journal_t *self, MDB_txn *txn, void *arg);
+
+static int s_write_txn(journal_t *self, s_txn_fn fn, void *arg)
+{
+    for (;;) {
+        MDB_txn *txn;
+        int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+        if (rc)
+            return s_fail("write_begin", rc);
+        int jrc = fn(self, txn, arg);
+        if (jrc) {
+            mdb_txn_abort(txn);
+        } else if ((rc = mdb_txn_commit(txn))) {
+            jrc = s_fail("commit", rc);
+        }
+        if (jrc == JOURNAL_FULL) {
+            if ((jrc = s_grow(self)))
+                return jrc;
+            continue;
+        }
+        if (jrc == JOURNAL_OK)
+            s_prefill(self);
+        return jrc;
+    }
+}
+
+typedef struct {
+    const journal_dead_letter_t *dl;
+    const journal_cursor_t *cursor;
+} s_dl_put_t;
+
+static int s_dl_put_txn(journal_t *self, MDB_txn *txn, void *arg)
+{
+    const s_dl_put_t *p = arg;
+    int jrc = s_dl_write(self, txn, p->dl);
+    if (jrc == JOURNAL_OK && p->cursor)
+        jrc = s_put_cursors(self, txn, p->cursor, 1, s_now_us());
+    return jrc;
+}
+
+int journal_dead_letter_put(journal_t *self, const journal_dead_letter_t *dl, const journal_cursor_t *cursor)
+{
+    assert(self && dl);
+    char kbuf[KEY_BUF];
+    if (self->read_only || !self->has_dead_letters || s_dl_key(self, dl->agency, dl->name, dl->seq, true, kbuf) == 0 ||
+        dl->seq == 0 || s_cursors_check(self, cursor, cursor ? 1 : 0))
+        return JOURNAL_INVALID;
+    s_dl_put_t p = {.dl = dl, .cursor = cursor};
+    return s_write_txn(self, s_dl_put_txn, &p);
+}
+
+int journal_dead_letter_get(journal_t *self, const char *agency, const char *name, uint64_t seq,
+                            journal_dead_letter_t *out)
+{
+    assert(self && out);
+    char kbuf[KEY_BUF];
+    size_t klen = s_dl_key(self, agency, name, seq, true, kbuf);
+    if (klen == 0)
+        return JOURNAL_INVALID;
+    if (!self->has_dead_letters)
+        return JOURNAL_NOTFOUND;
+    MDB_txn *txn;
+    int jrc = s_read_begin(self, &txn);
+    if (jrc)
+        return jrc;
+    MDB_val key = {klen, kbuf}, val;
+    int rc = mdb_get(txn, self->dead_letters_db, &key, &val);
+    if (rc == MDB_NOTFOUND)
+        jrc = JOURNAL_NOTFOUND;
+    else if (rc)
+        jrc = s_fail("dead_letter_get", rc);
+    else
+        jrc = s_dl_parse(self, &key, &val, out);
+    mdb_txn_abort(txn);
+    return jrc;
+}
+
+int journal_dead_letters_each(journal_t *self, const char *agency, const char *name, uint64_t after,
+                              journal_dead_letter_fn fn, void *arg)
+{
+    assert(self && fn);
+    char kbuf[KEY_BUF];
+    size_t plen = 0, klen = 0;
+    if (agency) {
+        plen = s_dl_key(self, agency, name, 0, false, kbuf);
+        klen = s_dl_key(self, agency, name, after, true, kbuf);
+        if (klen == 0)
+            return JOURNAL_INVALID;
+    }
+    if (!self->has_dead_letters)
+        return JOURNAL_OK;
+    MDB_txn *txn;
+    int jrc = s_read_begin(self, &txn);
+    if (jrc)
+        return jrc;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, self->dead_letters_db, &cur);
+    if (rc) {
+        jrc = s_fail("cursor_open", rc);
+        goto abort_txn;
+    }
+    MDB_val key = {klen, kbuf}, val;
+    rc = mdb_cursor_get(cur, &key, &val, agency ? MDB_SET_RANGE : MDB_FIRST);
+    for (; rc == 0; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        if (agency && (key.mv_size < plen || memcmp(key.mv_data, kbuf, plen) != 0))
+            break; /* past the subscription's records */
+        journal_dead_letter_t dl;
+        if ((jrc = s_dl_parse(self, &key, &val, &dl)))
+            goto close_cursor;
+        if (agency && dl.seq <= after)
+            continue; /* the record at `after` itself */
+        int v = fn(&dl, arg);
+        if (v) {
+            jrc = v;
+            goto close_cursor;
+        }
+    }
+    if (rc && rc != MDB_NOTFOUND)
+        jrc = s_fail("dead_letters_each", rc);
+close_cursor:
+    mdb_cursor_close(cur);
+abort_txn:
+    mdb_txn_abort(txn);
+    return jrc;
+}
+
+/* Apply the change to one record at key: a redrive flags it when the log
+ * holds its event, a drop deletes it. Sets *outcome. */
+static int s_dl_change_one(journal_t *self, MDB_txn *txn, MDB_cursor *cur, journal_dl_change_t *c, MDB_val *key,
+                           MDB_val *val, uint8_t *outcome)
+{
+    journal_dead_letter_t dl;
+    int jrc = s_dl_parse(self, key, val, &dl);
+    if (jrc)
+        return jrc;
+    int rc;
+    if (c->drop) {
+        if ((rc = mdb_cursor_del(cur, 0)))
+            return s_fail("dead_letter_del", rc);
+        *outcome = JOURNAL_DL_DONE;
+        c->affected++;
+        return JOURNAL_OK;
+    }
+    uint64_t seq = dl.seq;
+    MDB_val lkey = {sizeof seq, &seq}, lval;
+    rc = mdb_get(txn, self->log_db, &lkey, &lval);
+    if (rc == MDB_NOTFOUND) {
+        *outcome = JOURNAL_DL_GONE;
+        if (c->n_gone < c->gone_cap)
+            c->gone[c->n_gone++] = seq;
+        return JOURNAL_OK;
+    }
+    if (rc)
+        return s_fail("log_get", rc);
+    *outcome = JOURNAL_DL_DONE;
+    c->affected++;
+    if (dl.redrive)
+        return JOURNAL_OK;
+    dl.redrive = true;
+    return s_dl_write(self, txn, &dl);
+}
+
+static int s_dl_change_txn(journal_t *self, MDB_txn *txn, void *arg)
+{
+    journal_dl_change_t *c = arg;
+    c->affected = 0;
+    c->n_gone = 0;
+    c->remaining = 0;
+    char pbuf[KEY_BUF];
+    size_t plen = s_dl_key(self, c->agency, c->name, 0, false, pbuf);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, self->dead_letters_db, &cur);
+    if (rc)
+        return s_fail("cursor_open", rc);
+    int jrc = JOURNAL_OK;
+    MDB_val key, val;
+    if (c->seqs) {
+        for (size_t i = 0; i < c->n && jrc == JOURNAL_OK; i++) {
+            char kbuf[KEY_BUF];
+            key = (MDB_val){s_dl_key(self, c->agency, c->name, c->seqs[i], true, kbuf), kbuf};
+            c->outcome[i] = JOURNAL_DL_MISSING;
+            rc = mdb_cursor_get(cur, &key, &val, MDB_SET_KEY);
+            if (rc == 0)
+                jrc = s_dl_change_one(self, txn, cur, c, &key, &val, &c->outcome[i]);
+            else if (rc != MDB_NOTFOUND)
+                jrc = s_fail("dead_letter_get", rc);
+        }
+    } else {
+        key = (MDB_val){plen, pbuf};
+        rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+        while (rc == 0 && jrc == JOURNAL_OK && key.mv_size >= plen && memcmp(key.mv_data, pbuf, plen) == 0) {
+            uint8_t outcome;
+            jrc = s_dl_change_one(self, txn, cur, c, &key, &val, &outcome);
+            /* After a delete LMDB's MDB_NEXT returns the record that moved
+             * under the cursor, so one step serves both operations. */
+            rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
+        }
+        if (jrc == JOURNAL_OK && rc && rc != MDB_NOTFOUND)
+            jrc = s_fail("dead_letters_change", rc);
+    }
+    if (jrc == JOURNAL_OK) {
+        key = (MDB_val){plen, pbuf};
+        for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+             rc == 0 && key.mv_size >= plen && memcmp(key.mv_data, pbuf, plen) == 0;
+             rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT))
+            c->remaining++;
+        if (rc && rc != MDB_NOTFOUND)
+            jrc = s_fail("dead_letters_count", rc);
+    }
+    mdb_cursor_close(cur);
+    return jrc;
+}
+
+int journal_dead_letters_change(journal_t *self, journal_dl_change_t *c)
+{
+    assert(self && c);
+    char kbuf[KEY_BUF];
+    if (self->read_only || !self->has_dead_letters || s_dl_key(self, c->agency, c->name, 0, false, kbuf) == 0 ||
+        (c->seqs && c->n && !c->outcome) || (c->gone_cap && !c->gone))
+        return JOURNAL_INVALID;
+    return s_write_txn(self, s_dl_change_txn, c);
 }
 
 /* --- retention ------------------------------------------------------------ */

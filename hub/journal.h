@@ -6,6 +6,9 @@
  *   cursors agency "\0" subscription name -> acknowledged seq, filters
  *   meta    format version and bookkeeping
  *   checkpoints seq -> the hub's signed statement of the chain hash at seq
+ *   dead_letters agency "\0" subscription "\0" seq -> attempts, redrive
+ *           flag, time, reason: events a subscription gave up on. They refer
+ *           to the log by seq; the event itself stays in the log.
  * The entry and checkpoint formats live in proto/logfile.h, shared with the
  * offline verifier; docs/LOG.md explains them. Every appended entry carries
  * chain[seq] = SHA-256(chain[seq-1] || seq || entry without its hash), so
@@ -182,6 +185,65 @@ typedef struct {
  * civibus_retention_oldest_timestamp_seconds). */
 int journal_stats(journal_t *self, journal_stats_t *out);
 
+/* ---- dead letters (docs/PROTOCOL.md §13) ------------------------------- */
+
+#define JOURNAL_REASON_MAX 256 /* bytes of a dead letter's reason kept */
+
+/* One dead letter of a subscription. Strings handed out by the journal live
+ * in its scratch buffer, valid until the next journal call. */
+typedef struct {
+    const char *agency;
+    const char *name;
+    uint64_t seq;        /* the log entry it refers to */
+    uint32_t attempts;   /* deliveries made before it was given up */
+    bool redrive;        /* a redrive is pending */
+    int64_t dead_at;     /* µs since the epoch */
+    const char *reason;  /* "" for none; longer than JOURNAL_REASON_MAX is cut */
+} journal_dead_letter_t;
+
+/* Store (or replace) a dead letter and, when cursor is not NULL, save that
+ * cursor in the same synced transaction, so that a cursor moved past an
+ * event and the record of it are durable together or not at all. Grows the
+ * map like a batch. JOURNAL_INVALID (empty or oversize names, seq 0,
+ * read-only), JOURNAL_FULL, JOURNAL_NOSPACE, JOURNAL_IO. */
+int journal_dead_letter_put(journal_t *self, const journal_dead_letter_t *dl, const journal_cursor_t *cursor);
+
+/* Copy one dead letter into *out (strings in the scratch buffer).
+ * JOURNAL_NOTFOUND when there is none. */
+int journal_dead_letter_get(journal_t *self, const char *agency, const char *name, uint64_t seq,
+                            journal_dead_letter_t *out);
+
+/* Visit agency/name's dead letters with seq > after, ascending, in one read
+ * transaction; agency NULL visits every record of every subscription (name
+ * and after are then ignored). The callback sees pointers valid only inside
+ * it, must not call into the journal, and stops the walk by returning
+ * non-zero (that value is returned). */
+typedef int (*journal_dead_letter_fn)(const journal_dead_letter_t *dl, void *arg);
+int journal_dead_letters_each(journal_t *self, const char *agency, const char *name, uint64_t after,
+                              journal_dead_letter_fn fn, void *arg);
+
+enum { JOURNAL_DL_DONE = 0, JOURNAL_DL_MISSING = 1, JOURNAL_DL_GONE = 2 };
+
+/* A redrive or drop of some or all of one subscription's dead letters. */
+typedef struct {
+    const char *agency;
+    const char *name;
+    bool drop;             /* true: delete the records; false: flag them for redrive */
+    const uint64_t *seqs;  /* these seqs, or NULL for every record of the subscription */
+    size_t n;
+    uint8_t *outcome;      /* out, per seqs[i]: JOURNAL_DL_DONE, _MISSING (no such
+                            * record) or, for a redrive, _GONE (the log no longer
+                            * holds the event: the record is left as it is) */
+    uint64_t affected;     /* out: records flagged or deleted */
+    uint64_t *gone;        /* out: up to gone_cap seqs of records found _GONE */
+    size_t gone_cap;
+    size_t n_gone;
+    uint64_t remaining;    /* out: the subscription's records afterwards */
+} journal_dl_change_t;
+
+/* Apply c in one synced transaction. JOURNAL_INVALID, JOURNAL_FULL,
+ * JOURNAL_NOSPACE, JOURNAL_IO, JOURNAL_CORRUPT (a record does not parse). */
+int journal_dead_letters_change(journal_t *self, journal_dl_change_t *c);
 /* --- retention ------------------------------------------------------------ */
 
 /* Which entries retention deletes. An entry is due when it was received more

@@ -335,6 +335,7 @@ typedef struct {
     s_proc_t proc;
     int64_t now;             /* Unix seconds */
     uint64_t zap_refused;
+    uint64_t dead_letters_created;
     size_t connections_open;
 } s_figures_t;
 
@@ -402,6 +403,7 @@ static int s_gather(metrics_t *self, const metrics_sources_t *src, s_figures_t *
             f->n_keys = n; /* a reload in between added keys */
     }
     f->zap_refused = auth_refused(src->auth);
+    f->dead_letters_created = subs_dead_letters_created(src->subs);
     f->connections_open = peers_open(src->peers);
     /* Every agency with a connection shows, with its counters at zero. */
     peers_each(src->peers, s_add_connected, self);
@@ -675,6 +677,10 @@ static int s_prometheus(metrics_t *self, const metrics_sources_t *src, const s_f
                    "When the oldest entry of the log was received, seconds since the Unix epoch.",
                    (double)f->js.first_time / 1e6);
     s_prom_subs(&b, self, f);
+    s_single_u(&b, "civibus_dead_letters_created_total", "counter",
+               "Events given up after max_attempts failed deliveries and stored as dead letters, in all "
+               "subscriptions, since the hub started.",
+               f->dead_letters_created);
     s_family(&b, "civibus_auth_failures_total", "counter",
              "Authentication failures: handshakes refused by the registry (zap_refused), handshakes that failed "
              "before it (handshake_failed), messages of keys revoked or expired since their handshake (key_refused).");
@@ -1029,6 +1035,8 @@ static int s_status(metrics_t *self, const metrics_sources_t *src, const s_figur
     s_jfield(&b, "auth_failures");
     s_jint(&b, (int64_t)(f->zap_refused + self->auth_failures[METRICS_HANDSHAKE_FAILED] +
                          self->auth_failures[METRICS_KEY_REFUSED]));
+    s_jfield(&b, "dead_letters_created");
+    s_jint(&b, (int64_t)f->dead_letters_created);
     s_jclose(&b, "}");
     s_jfield(&b, "throughput");
     s_jopen(&b, "{");

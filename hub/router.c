@@ -30,6 +30,7 @@
 #include "evsign.h"
 #include "batch.h"
 #include "chain.h"
+#include "deadletter.h"
 #include "journal.h"
 #include "keyfile.h"
 #include "log.h"
@@ -593,6 +594,49 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const char *age
     batch_release(b);
 }
 
+static void s_on_nack(router_t *self, const wire_peer_t *peer, const char *agency, const Civibus__V1__Nack *req)
+{
+    /* The reason is stored and shown to people and other decoders later. */
+    if (strnlen(req->reason, JOURNAL_REASON_MAX + 1) > JOURNAL_REASON_MAX || !codec_utf8_valid(req->reason)) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "a nack's reason must be valid UTF-8 of at most %d bytes",
+                 JOURNAL_REASON_MAX);
+        s_refuse_count(self, agency, C(BAD_REQUEST), reason);
+        log_limited(LOG_WARN, "router", "nack_refused.bad_request",
+                    "event=nack_refused agency=%s code=bad_request reason=bad_reason", agency);
+        wire_send_error(self->sock, peer, 0, codec_name_valid(req->subscription) ? req->subscription : NULL,
+                        C(BAD_REQUEST), reason);
+        return;
+    }
+    s_session_answer(self, peer, agency, req->subscription,
+                     subs_nack(self->subs, agency, peer, req->subscription, req->seq, req->reason));
+}
+
+static void s_on_dead_letters(router_t *self, const wire_peer_t *peer, const char *agency,
+                              const Civibus__V1__DeadLettersRequest *req)
+{
+    char reason[256] = "";
+    Civibus__V1__DeadLettersReply rep = CIVIBUS__V1__DEAD_LETTERS_REPLY__INIT;
+    s_code_t code = deadletter_request(self->journal, self->subs, self->policy, agency, req, &rep, reason,
+                                       sizeof reason);
+    if (code != C(OK)) {
+        char key[64], quoted[600];
+        snprintf(key, sizeof key, "dead_letters_refused.%s", codec_error_name(code));
+        s_refuse_count(self, agency, code, reason);
+        log_limited(LOG_WARN, "router", key, "event=dead_letters_refused agency=%s code=%s reason=%s", agency,
+                    codec_error_name(code), log_quote(reason, quoted, sizeof quoted));
+        /* No subscription in the error: it answers the request, not a session. */
+        wire_send_error(self->sock, peer, req->request_id, NULL, code, reason);
+    } else {
+        Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
+        msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_DEAD_LETTERS_REPLY;
+        msg.dead_letters_reply = &rep;
+        if (wire_send(self->sock, peer, &msg) != WIRE_OK)
+            self->stats.replies_lost++;
+    }
+    deadletter_reply_free(&rep);
+}
+
 static void s_on_ping(router_t *self, const wire_peer_t *peer, const Civibus__V1__Ping *req)
 {
     subs_touch(self->subs, peer);
@@ -691,6 +735,8 @@ static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *ag
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_ACK: sub = msg->ack->subscription; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CREDIT: sub = msg->credit->subscription; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_UNSUBSCRIBE: sub = msg->unsubscribe->subscription; break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_NACK: sub = msg->nack->subscription; break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_DEAD_LETTERS: request_id = msg->dead_letters->request_id; break;
     default: break;
     }
     if (sub && !codec_name_valid(sub))
@@ -789,6 +835,12 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_STATUS:
         s_on_status(self, peer, agency, msg->status);
+        break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_NACK:
+        s_on_nack(self, peer, agency, msg->nack);
+        break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_DEAD_LETTERS:
+        s_on_dead_letters(self, peer, agency, msg->dead_letters);
         break;
     default:
         s_refuse_count(self, agency, C(BAD_REQUEST), "unknown request");
@@ -1074,6 +1126,20 @@ static int s_policy_load(router_t *self)
     return 0;
 }
 
+/* The subscription settings, at start and after a reload: subs copies them,
+ * and applies new ones to the next grant, subscribe, expiry check, ack
+ * deadline or backoff. */
+static subs_opts_t s_subs_opts(const config_t *cfg)
+{
+    return (subs_opts_t){.max_sessions = cfg->subscriptions_max,
+                         .credit_max = (uint32_t)cfg->credit_max,
+                         .session_timeout_ms = (int64_t)cfg->session_timeout_ms,
+                         .ack_timeout_ms = (int64_t)cfg->ack_timeout_ms,
+                         .max_attempts = (uint32_t)cfg->max_attempts,
+                         .backoff_ms = (int64_t)cfg->redelivery_backoff_ms,
+                         .backoff_max_ms = (int64_t)cfg->redelivery_backoff_max_ms};
+}
+
 /* Hand the retention settings to the journal. Deleting only what a signed
  * checkpoint covers keeps the retained log verifiable from its anchor; a hub
  * without a signing key has no checkpoints to wait for. */
@@ -1146,9 +1212,7 @@ router_t *router_new(config_t *cfg)
         goto fail;
     if (s_socket_open(self) != 0)
         goto fail;
-    subs_opts_t so = {.max_sessions = cfg->subscriptions_max,
-                      .credit_max = (uint32_t)cfg->credit_max,
-                      .session_timeout_ms = (int64_t)cfg->session_timeout_ms};
+    subs_opts_t so = s_subs_opts(cfg);
     self->subs = subs_new(self->journal, self->sock, &so);
     if (!self->subs)
         goto fail;
@@ -1325,9 +1389,7 @@ static void s_reload(router_t *self)
     if (config_reload(self->cfg, &changed) == CONFIG_OK) {
         log_set_level((log_level_t)log_level_parse(cfg->log_level));
         log_set_format((log_format_t)log_format_parse(cfg->log_format));
-        subs_opts_t so = {.max_sessions = cfg->subscriptions_max,
-                          .credit_max = (uint32_t)cfg->credit_max,
-                          .session_timeout_ms = (int64_t)cfg->session_timeout_ms};
+        subs_opts_t so = s_subs_opts(cfg);
         subs_set_opts(self->subs, &so);
         chain_set_interval(self->chain, cfg->checkpoint_events, cfg->checkpoint_seconds * 1000);
         s_retention_set(self);

@@ -16,6 +16,21 @@
  * next publish batch or after cursor_flush_ms (subs_take_dirty). A hub crash
  * can therefore lose the last acks, and the consumer then sees those events
  * again: delivery is at-least-once.
+ *
+ * Redelivery (docs/PROTOCOL.md §13): acks are cumulative, so what can fail is
+ * the oldest delivered, unacknowledged event of a subscription, its "head".
+ * When no ack moved the cursor for ack_timeout_ms while events are in flight,
+ * when the consumer nacks, or when a session ends with the head in flight,
+ * that attempt has failed: the session is rewound to its cursor (go-back-N:
+ * the head and everything after it are sent again), a rewind marker (an empty
+ * Deliver) tells the consumer to drop what it holds, and the next pass waits
+ * a backoff doubling per failure. After max_attempts failed deliveries the
+ * head becomes a dead letter of the subscription: a record in the journal
+ * (saved in one transaction with the cursor moved past it) and delivery goes
+ * on. Redriven dead letters are delivered one at a time before the
+ * subscription's other events and are cleared by an ack of their own seq.
+ * Attempt counts live in memory per subscription (they outlive sessions, not
+ * the process); dead letters and redrive requests are durable.
  */
 #ifndef CIVIBUS_SUBS_H
 #define CIVIBUS_SUBS_H
@@ -35,9 +50,14 @@ typedef struct {
     size_t max_sessions;
     uint32_t credit_max;
     int64_t session_timeout_ms;
+    int64_t ack_timeout_ms;    /* an in-flight head fails when no ack moved the cursor this long */
+    uint32_t max_attempts;     /* failed deliveries of an event before it is a dead letter (>= 1) */
+    int64_t backoff_ms;        /* wait before the second attempt, doubled after each failure ... */
+    int64_t backoff_max_ms;    /* ... up to this */
 } subs_opts_t;
 
-/* The journal is borrowed and must outlive the subs. */
+/* The journal is borrowed and must outlive the subs. Counts the dead letters
+ * the journal holds per subscription (logged as event=dead_letters_loaded). */
 subs_t *subs_new(journal_t *journal, void *router, const subs_opts_t *opts);
 void subs_destroy(subs_t **self_p);
 
@@ -68,9 +88,35 @@ Civibus__V1__ErrorCode subs_credit(subs_t *self, const char *agency, const wire_
                                    uint32_t credit);
 Civibus__V1__ErrorCode subs_close(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name);
 
+/* A Nack from peer: acknowledges everything before seq, and fails the
+ * attempt at the oldest unacknowledged event (or at the redriven event seq):
+ * it is delivered again after a backoff, or becomes a dead letter with
+ * reason (a valid UTF-8 string of at most JOURNAL_REASON_MAX bytes, checked
+ * by the caller). Answered by a rewind marker, also when nothing was in
+ * flight. UNKNOWN_SUBSCRIPTION as for subs_ack. */
+Civibus__V1__ErrorCode subs_nack(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name,
+                                 uint64_t seq, const char *reason);
+
+/* The dead letters of agency/name changed in the journal (a redrive or a
+ * drop): re-count them, and let a live session deliver redriven ones. */
+void subs_dead_letters_changed(subs_t *self, const char *agency, const char *name);
+
+/* The dead letters agency/name has stored now (0 for a name the hub does
+ * not know). Kept in memory: free. */
+uint64_t subs_dead_letter_count(const subs_t *self, const char *agency, const char *name);
+
+/* Events given up since the hub started, in all subscriptions, a redriven
+ * dead letter given up again included (civibus_dead_letters_created_total).
+ * Free. */
+uint64_t subs_dead_letters_created(const subs_t *self);
+
 /* New limits (a config reload). A lower credit_max applies to the next
  * grant, a lower max_sessions to the next subscribe, a new session timeout
- * at the next expiry check; nothing open is closed for it. */
+ * at the next expiry check; nothing open is closed for it. A new
+ * ack_timeout_ms applies from the next delivery or ack (a deadline already
+ * set stays), new backoffs from the next failure, a new max_attempts at the
+ * next failure or pass (an event past a lowered one becomes a dead letter
+ * then; attempts already counted are kept). */
 void subs_set_opts(subs_t *self, const subs_opts_t *opts);
 
 /* The access policy to enforce (borrowed; NULL allows everything). A
@@ -81,8 +127,10 @@ void subs_set_policy(subs_t *self, const policy_t *policy);
 /* A sign of life from peer (a Ping): its sessions do not expire. */
 void subs_touch(subs_t *self, const wire_peer_t *peer);
 
-/* Deliver what sessions have credit for, up to last_seq. Call after every
- * commit and whenever credit arrived. Returns events sent. */
+/* Fail the attempts whose ack timed out, send owed rewind markers, and
+ * deliver what sessions have credit for, up to last_seq (redriven dead
+ * letters first). Call after every commit, whenever credit arrived, and at
+ * least every few hundred milliseconds (the timers). Returns events sent. */
 size_t subs_pump(subs_t *self);
 
 /* What the last subs_pump left: SUBS_IDLE, nothing to send; SUBS_MORE, a
@@ -121,12 +169,13 @@ typedef struct {
     bool connected;        /* a session is open on a connection now */
     uint64_t cursor;       /* last acknowledged seq; lag = last_seq - cursor
                             * (civibus_subscription_lag_events) */
-    uint64_t in_flight;    /* sent, not acknowledged; 0 when not connected
+    uint64_t in_flight;    /* sent, not acknowledged, a redriven dead letter
+                            * included; 0 when not connected
                             * (civibus_subscription_inflight_events) */
     uint32_t credit;       /* events the consumer still accepts */
-    uint64_t redeliveries; /* events sent again after an unanswered delivery
+    uint64_t redeliveries; /* deliveries with attempt > 1 since the hub started
                             * (civibus_subscription_redeliveries_total) */
-    uint64_t dead_letters; /* events set aside as undeliverable
+    uint64_t dead_letters; /* dead letters stored now
                             * (civibus_subscription_dead_letters) */
     bool behind_retention; /* its cursor points before the oldest entry kept
                             * (civibus_subscription_behind_retention) */

@@ -38,6 +38,7 @@ int cmd_publish(int argc, char **argv);
 int cmd_tail(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_deadletters(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
 int cmd_verify(int argc, char **argv);

@@ -731,6 +731,7 @@ char *jsonev_delivery_line(const civ_delivery_t *d)
     if (!obj)
         return NULL;
     bool ok = s_set(obj, "seq", json_integer((json_int_t)d->seq)) && s_set_time(obj, "received_at", d->received_at) &&
+              (d->attempt <= 1 || s_set(obj, "attempt", json_integer((json_int_t)d->attempt))) &&
               s_set(obj, "source", s_jstr(ev->source)) && s_set(obj, "event_id", s_jstr(ev->event_id)) &&
               s_set(obj, "type", s_jstr(ev->type));
     if (ok && ev->subject && *ev->subject)
@@ -779,6 +780,65 @@ char *jsonev_delivery_line(const civ_delivery_t *d)
     free(head);
 done:
     free(data);
+    json_decref(obj);
+    return line;
+}
+
+static json_t *s_seq_array(const uint64_t *seqs, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        if (json_array_append_new(arr, json_integer((json_int_t)seqs[i])) != 0) {
+            json_decref(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+static json_t *s_dead_letter(const civ_dead_letter_t *d)
+{
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    bool ok = s_set(o, "seq", json_integer((json_int_t)d->seq)) &&
+              s_set(o, "attempts", json_integer((json_int_t)d->attempts)) && s_set_time(o, "dead_at", d->dead_at) &&
+              s_set(o, "reason", s_jstr(d->reason)) && s_set(o, "redrive", json_boolean(d->redrive)) &&
+              s_set(o, "gone", json_boolean(d->gone));
+    if (ok && !d->gone)
+        ok = s_set_time(o, "received_at", d->received_at);
+    if (ok && !d->gone && d->type[0])
+        ok = s_set(o, "type", s_jstr(d->type)) && s_set(o, "source", s_jstr(d->source)) &&
+             s_set(o, "event_id", s_jstr(d->event_id));
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+char *jsonev_dead_letters_line(const char *op, const char *name, const civ_dead_letters_t *r)
+{
+    json_t *obj = json_object();
+    if (!obj)
+        return NULL;
+    bool list = strcmp(op, "list") == 0;
+    bool ok = s_set(obj, "op", s_jstr(op)) && s_set(obj, "subscription", s_jstr(name)) &&
+              s_set(obj, "total", json_integer((json_int_t)r->total));
+    if (ok && list) {
+        json_t *arr = json_array();
+        ok = s_set(obj, "dead_letters", arr);
+        for (size_t i = 0; ok && i < r->n; i++)
+            ok = json_array_append_new(arr, s_dead_letter(&r->items[i])) == 0;
+        if (ok && r->next_after)
+            ok = s_set(obj, "next_after", json_integer((json_int_t)r->next_after));
+    } else if (ok) {
+        ok = s_set(obj, "affected", json_integer((json_int_t)r->affected)) &&
+             s_set(obj, "not_found", s_seq_array(r->not_found, r->n_not_found));
+        if (ok && strcmp(op, "redrive") == 0)
+            ok = s_set(obj, "gone", s_seq_array(r->gone, r->n_gone));
+    }
+    char *line = ok ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
     return line;
 }

@@ -70,9 +70,23 @@ int jsonev_json_compact(const char *text, size_t len, char **out, size_t *out_le
  *  "headers":{...},"data":... | "data_base64":...}
  * subject, correlation_id and headers are left out when empty; data holds the
  * payload when the content type is application/json and the payload is JSON,
- * data_base64 otherwise. Of repeated header keys the last wins. The caller
+ * data_base64 otherwise. Of repeated header keys the last wins. A delivery
+ * attempt after the first adds "attempt":N after "received_at". The caller
  * frees the result; NULL when out of memory. */
 char *jsonev_delivery_line(const civ_delivery_t *d);
+
+/* The object printed by `civibus deadletters` for op "list", "redrive" or
+ * "drop" on subscription name (docs/CLI.md):
+ *   {"op":OP,"subscription":NAME,"total":N, then for list
+ *    "dead_letters":[{"seq":N,"attempts":N,"dead_at":TIME,"reason":...,
+ *                     "redrive":BOOL,"gone":BOOL,"received_at":TIME,
+ *                     "type":...,"source":...,"event_id":...}, ...]
+ *    and "next_after":N when more follow; for redrive and drop
+ *    "affected":N,"not_found":[N, ...], and for redrive "gone":[N, ...]}
+ * received_at, type, source and event_id are left out when the event is gone,
+ * the last three also when the hub withholds them. The caller frees; NULL
+ * when out of memory. */
+char *jsonev_dead_letters_line(const char *op, const char *name, const civ_dead_letters_t *r);
 
 /* The line for an accepted event: {"event_id":...,"seq":N}, with
  * "duplicate":true when the hub had accepted it before (seq is then the

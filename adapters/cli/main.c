@@ -26,6 +26,7 @@ static const s_command_t s_commands[] = {
     {"tail", cmd_tail, "follow a durable subscription, printing JSON lines"},
     {"replay", cmd_replay, "print the hub's log as JSON lines"},
     {"status", cmd_status, "show the hub's state and its subscriptions"},
+    {"deadletters", cmd_deadletters, "list, redrive or drop a subscription's dead letters"},
     {"top", cmd_top, "watch the hub's overview from its monitoring endpoint"},
     {"policy", cmd_policy, "check an access policy file, explain a decision"},
     {"registry", cmd_registry, "add, list, rotate and revoke agency keys in a registry folder"},
@@ -91,8 +92,8 @@ static void s_usage(FILE *out)
                  "Talk to a civibus hub by hand or from scripts.\n\n"
                  "Commands:\n");
     for (size_t i = 0; i < S_N_COMMANDS; i++)
-        fprintf(out, "  %-9s %s\n", s_commands[i].name, s_commands[i].summary);
-    fprintf(out, "  %-9s %s\n  %-9s %s\n", "help", "this text, or `civibus help COMMAND`", "version",
+        fprintf(out, "  %-11s %s\n", s_commands[i].name, s_commands[i].summary);
+    fprintf(out, "  %-11s %s\n  %-11s %s\n", "help", "this text, or `civibus help COMMAND`", "version",
             "print the version");
     fprintf(out, "\n"
                  "Environment (a command-line flag wins):\n"

@@ -87,10 +87,11 @@ static int s_json(const char *endpoint, const civ_status_t *st)
     for (size_t i = 0; subs && i < st->n_subscriptions; i++) {
         const civ_sub_status_t *s = &st->subscriptions[i];
         json_array_append_new(
-            subs, json_pack("{s:s, s:s, s:o, s:I, s:I, s:b, s:I, s:I, s:b}", "agency", s->agency, "name", s->name,
-                            "filters", s_filters_json(s->filters), "cursor", (json_int_t)s->cursor, "lag",
+            subs, json_pack("{s:s, s:s, s:o, s:I, s:I, s:b, s:I, s:I, s:I, s:I, s:b}", "agency", s->agency, "name",
+                            s->name, "filters", s_filters_json(s->filters), "cursor", (json_int_t)s->cursor, "lag",
                             (json_int_t)s_lag(st, s), "connected", s->connected, "credit", (json_int_t)s->credit,
-                            "in_flight", (json_int_t)s->in_flight, "behind_retention", s->behind_retention));
+                            "in_flight", (json_int_t)s->in_flight, "redeliveries", (json_int_t)s->redeliveries,
+                            "dead_letters", (json_int_t)s->dead_letters, "behind_retention", s->behind_retention));
     }
     json_t *warnings = json_array();
     for (size_t i = 0; warnings && i < st->n_warnings; i++)

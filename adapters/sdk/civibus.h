@@ -9,7 +9,7 @@
  * at a time. Use one client per thread; clients are independent.
  *
  * Ownership: functions that return a new object (civ_client_new,
- * civ_next, civ_replay_open, civ_status) hand it to the caller, who frees it
+ * civ_next, civ_replay_open, civ_status, civ_dead_letters_*) hand it to the caller, who frees it
  * with the matching _destroy; every _destroy accepts NULL and nulls the
  * caller's pointer. Pointers passed in are borrowed for the call only.
  *
@@ -187,6 +187,11 @@ typedef struct {
     bool has_chain;           /* the hub sent the entry's chain hash */
     uint8_t chain[32];        /* its chain hash: proves the entry against a
                                * signed checkpoint (docs/LOG.md) */
+    uint32_t attempt;         /* subscriptions: the delivery attempt, 1 the first
+                               * time; more when the hub delivers it again after a
+                               * nack, an ack timeout or a lost session (counted
+                               * while it is the oldest unacknowledged event, see
+                               * civ_nack); 0 for replay */
 } civ_delivery_t;
 
 void civ_delivery_destroy(civ_delivery_t **self_p);
@@ -210,6 +215,10 @@ int civ_subscribe(civ_client_t *self, const char *name, const char *const *filte
  * CIV_E_TIMEOUT when none arrived within timeout_ms (-1: default). Events
  * arrive in log order per subscription; after a reconnect the hub resends from
  * the last acknowledged one, and the library drops those it already handed out.
+ * When the hub delivers again (after civ_nack, an ack timeout, or a redrive of
+ * a dead letter) the events come again, even those handed out before, with
+ * d->attempt telling the attempt; events the library held but had not handed
+ * out yet are dropped then, and come in order again.
  * When the hub refuses to re-open a subscription after a reconnect or a hub
  * restart (e.g. CIV_E_NOT_AUTHORISED because the access policy changed),
  * civ_next returns that code once and the subscription is closed on this
@@ -223,8 +232,78 @@ int civ_next(civ_client_t *self, civ_delivery_t **out, int timeout_ms);
  * saves the cursor; after a restart delivery resumes after it. */
 int civ_ack(civ_client_t *self, const char *name, uint64_t seq);
 
+/* The application failed the event seq of subscription name: everything
+ * before seq is processed (as civ_ack(name, seq - 1)), and seq is to be
+ * delivered again. The hub delivers it again after a backoff, with a higher
+ * attempt, together with what followed it (acks are cumulative: nothing after
+ * seq is taken as processed until seq is); once it has failed max_attempts
+ * times (a hub setting, 5 by default) it becomes a dead letter of the
+ * subscription and delivery goes on after it. Events the library holds for
+ * the subscription are dropped at once, and civ_next hands out nothing of it
+ * until the hub has taken the nack back in hand. reason (may be NULL) is for
+ * people and kept with a dead letter: valid UTF-8, at most 256 bytes, else
+ * CIV_E_INVALID. A dead letter being redriven (civ_dead_letters_redrive) is
+ * nacked by its own seq. Returns CIV_OK, CIV_E_UNKNOWN_SUBSCRIPTION, or a send
+ * error. An event not acknowledged within the hub's ack_timeout_ms (30 s by
+ * default) is delivered again the same way. */
+int civ_nack(civ_client_t *self, const char *name, uint64_t seq, const char *reason);
+
 /* Close a subscription on this connection (its cursor stays saved). */
 int civ_unsubscribe(civ_client_t *self, const char *name);
+
+/* ---- dead letters (docs/PROTOCOL.md §13) -------------------------------- */
+
+#define CIV_DEAD_LETTERS_SEQS_MAX 1000 /* seqs one redrive or drop may name */
+
+/* One dead letter: an event the hub gave up delivering to a subscription. */
+typedef struct {
+    uint64_t seq;          /* the log entry; the event stays in the log */
+    uint32_t attempts;     /* deliveries made before it was given up */
+    int64_t dead_at;       /* when, µs since the Unix epoch */
+    bool redrive;          /* a redrive is pending */
+    bool gone;             /* the log no longer holds the event (retention) */
+    int64_t received_at;   /* the entry's receive time; 0 when gone */
+    char reason[CIV_REASON_MAX + 1]; /* the last failure: a nack's reason, or the hub's */
+    char type[CIV_ID_MAX + 1];       /* "" when gone, or when the access policy no
+                                      * longer lets this agency receive it */
+    char source[CIV_ID_MAX + 1];
+    char event_id[CIV_ID_MAX + 1];
+} civ_dead_letter_t;
+
+/* The answer to a dead-letter request; everything lives in one allocation. */
+typedef struct {
+    size_t n;                  /* list: dead letters of this page, ascending seq */
+    civ_dead_letter_t *items;
+    uint64_t next_after;       /* list: after_seq of the next page; 0 at the end */
+    uint64_t total;            /* dead letters of the subscription now */
+    uint64_t affected;         /* redrive, drop: records redriven or removed */
+    size_t n_not_found;        /* redrive, drop: named seqs that are no dead letter */
+    uint64_t *not_found;
+    size_t n_gone;             /* redrive: not redriven, the log no longer holds the event */
+    uint64_t *gone;
+} civ_dead_letters_t;
+
+/* List the dead letters of this agency's subscription name with seq >
+ * after_seq, at most limit (0: 100; the hub gives at most 1000). An agency
+ * sees only its own subscriptions'. *out is the caller's
+ * (civ_dead_letters_destroy). Returns CIV_OK, CIV_E_INVALID, CIV_E_TIMEOUT or
+ * the hub's refusal. */
+int civ_dead_letters_list(civ_client_t *self, const char *name, uint64_t after_seq, uint32_t limit,
+                          civ_dead_letters_t **out);
+/* Deliver dead letters again to subscription name: seqs[0..n_seqs) (at most
+ * CIV_DEAD_LETTERS_SEQS_MAX), or every one when all is true (then n_seqs is
+ * 0). They go out one at a time, before the subscription's other events, with
+ * attempt 1 again; an ack of its seq clears one, a nack or an ack timeout
+ * counts an attempt, and after max_attempts it is a dead letter again. The
+ * request is durable: a subscription without a live session gets them when
+ * it next subscribes. out may be NULL. */
+int civ_dead_letters_redrive(civ_client_t *self, const char *name, const uint64_t *seqs, size_t n_seqs, bool all,
+                             civ_dead_letters_t **out);
+/* Delete dead-letter records (the events stay in the log); arguments as for
+ * civ_dead_letters_redrive. */
+int civ_dead_letters_drop(civ_client_t *self, const char *name, const uint64_t *seqs, size_t n_seqs, bool all,
+                          civ_dead_letters_t **out);
+void civ_dead_letters_destroy(civ_dead_letters_t **self_p);
 
 typedef struct civ_replay civ_replay_t;
 
@@ -273,6 +352,8 @@ typedef struct {
     bool connected;
     uint32_t credit;
     uint64_t in_flight;
+    uint64_t redeliveries; /* events delivered again since the hub started */
+    uint64_t dead_letters; /* dead letters stored now */
     bool behind_retention; /* retention deleted entries after the cursor: a
                             * subscribe from the cursor gets CIV_E_BEHIND_RETENTION */
 } civ_sub_status_t;

@@ -184,6 +184,7 @@ void civ_client_destroy(civ_client_t **self_p)
     sdk_subs_free(self);
     sdk_pub_free(&self->pub);
     sdk_status_free(&self->status);
+    sdk_dl_free(&self->dl);
     crypto_key_destroy(&self->sign_key);
     if (self->monitor) {
         zmq_socket_monitor(self->sock, NULL, 0);
@@ -249,12 +250,33 @@ int sdk_send_frame(civ_client_t *self, const uint8_t *frame, size_t len)
     return s_send_result(self, zmq_send(self->sock, frame, len, ZMQ_DONTWAIT));
 }
 
+int sdk_round_trip(civ_client_t *self, int (*send)(civ_client_t *, uint64_t), uint64_t id, const bool *done,
+                   const int *error)
+{
+    int64_t deadline = sdk_deadline(self, -1);
+    int64_t sent = codec_mono_ms();
+    send(self, id);
+    int rc = CIV_OK;
+    while (!*done && *error == CIV_OK && rc == CIV_OK) {
+        rc = sdk_wait(self, deadline);
+        int64_t now = codec_mono_ms();
+        if (!*done && now - sent >= self->retry_ms) {
+            sent = now;
+            send(self, id);
+        }
+    }
+    if (*error != CIV_OK)
+        return *error;
+    return *done ? CIV_OK : rc;
+}
+
 static void s_dispatch_error(civ_client_t *self, const Civibus__V1__Error *e)
 {
     if (e->subscription[0] && sdk_subs_on_error(self, e))
         return;
     if (e->request_id &&
-        (sdk_pub_on_error(self, e) || sdk_replay_on_error(self, e) || sdk_status_on_error(self, e)))
+        (sdk_pub_on_error(self, e) || sdk_replay_on_error(self, e) || sdk_status_on_error(self, e) ||
+         sdk_dl_on_error(self, e)))
         return;
     /* Not tied to anything we wait for (e.g. unsupported_version): keep the detail. */
     sdk_error_set(&self->err, sdk_code_from_wire(e->code), "hub error %s: %s",
@@ -276,6 +298,7 @@ static void s_dispatch(civ_client_t *self, codec_hub_msg_t **msg_p)
     case CIVIBUS__V1__HUB_MESSAGE__BODY_PONG: sdk_status_on_pong(self, msg->pong); break;
     case CIVIBUS__V1__HUB_MESSAGE__BODY_STATUS_REPLY: sdk_status_on_reply(self, msg_p); break;
     case CIVIBUS__V1__HUB_MESSAGE__BODY_ERROR: s_dispatch_error(self, msg->error); break;
+    case CIVIBUS__V1__HUB_MESSAGE__BODY_DEAD_LETTERS_REPLY: sdk_dl_on_reply(self, msg_p); break;
     default: sdk_error_set(&self->err, CIV_E_PROTOCOL, "hub message without a body ignored"); break;
     }
 }

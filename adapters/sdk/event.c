@@ -234,6 +234,9 @@ int sdk_delivery_new(const char *subscription, const Civibus__V1__Delivery *from
         memcpy(d->chain, from->chain.data, sizeof d->chain);
     else
         memset(d->chain, 0, sizeof d->chain);
+    /* A hub before Delivery.attempt sends none: a first delivery, as far as
+     * anyone can tell. Replays are no delivery attempt at all. */
+    d->attempt = from->attempt ? from->attempt : subscription[0] ? 1 : 0;
     d->raw = bytes;
     d->raw_len = raw_len;
     d->subscription = s_put(&cursor, subscription);

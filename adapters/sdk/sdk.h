@@ -16,6 +16,7 @@
  *                credit, acks, re-subscribing after a reconnect or hub restart
  *   replay.c     civ_replay_t: reading the log with two requests in flight
  *   status.c     ping and status round trips (sdk_status_t)
+ *   deadletters.c  list, redrive and drop of dead letters (sdk_dl_t)
  *
  * Invariants: no global state; a client and all it owns belong to one thread.
  * Every wait is bounded by a deadline from codec_mono_ms(). Decoded hub
@@ -185,6 +186,17 @@ typedef struct {
     int status_error;
 } sdk_status_t;
 
+/* ---- deadletters.c ------------------------------------------------------ */
+
+typedef struct {
+    uint64_t id;            /* outstanding request, 0 when none */
+    bool done;
+    int error;
+    codec_hub_msg_t *reply; /* the DeadLettersReply, once done */
+    uint8_t *frame;         /* the packed request, re-sent until answered */
+    size_t frame_len;
+} sdk_dl_t;
+
 /* ---- client.c ----------------------------------------------------------- */
 
 struct civ_client {
@@ -208,6 +220,7 @@ struct civ_client {
     sdk_subs_t subs;
     civ_replay_t *replays; /* open replays, linked through civ_replay */
     sdk_status_t status;
+    sdk_dl_t dl;
     crypto_key_t *sign_key; /* NULL: publish unsigned */
     uint8_t sign_key_id[CRYPTO_KEYID_LEN];
 };
@@ -236,6 +249,13 @@ int64_t sdk_deadline(const civ_client_t *self, int timeout_ms);
  * CIV_E_TRANSPORT when the socket failed. Callers test their condition after
  * every step, whatever it returned. */
 int sdk_wait(civ_client_t *self, int64_t deadline_ms);
+
+/* A request's round trip: send(self, id) now and again every retry_ms until
+ * *done or *error is set (by the module's reply and error hooks) or the
+ * client's timeout passes. Returns *error, CIV_OK once done, or the last
+ * sdk_wait result (CIV_E_TIMEOUT, ...). */
+int sdk_round_trip(civ_client_t *self, int (*send)(civ_client_t *, uint64_t), uint64_t id, const bool *done,
+                   const int *error);
 
 /* Module hooks called by the pump (client.c) and by sdk_wait. */
 void sdk_pub_init(sdk_pub_t *pub);
@@ -267,5 +287,9 @@ void sdk_status_on_reply(civ_client_t *self, codec_hub_msg_t **msg_p);
 bool sdk_status_on_error(civ_client_t *self, const Civibus__V1__Error *error);
 /* Send a keep-alive ping whose answer nobody waits for. */
 int sdk_status_ping(civ_client_t *self);
+
+void sdk_dl_free(sdk_dl_t *dl);
+void sdk_dl_on_reply(civ_client_t *self, codec_hub_msg_t **msg_p);
+bool sdk_dl_on_error(civ_client_t *self, const Civibus__V1__Error *error);
 
 #endif

@@ -43,27 +43,6 @@ int sdk_status_ping(civ_client_t *self)
     return s_send_ping(self, sdk_request_id(self));
 }
 
-/* Send with send(), re-sending every retry_ms, until *done or an error. */
-static int s_round_trip(civ_client_t *self, int (*send)(civ_client_t *, uint64_t), uint64_t id,
-                        const bool *done, const int *error)
-{
-    int64_t deadline = sdk_deadline(self, -1);
-    int64_t sent = codec_mono_ms();
-    send(self, id);
-    int rc = CIV_OK;
-    while (!*done && *error == CIV_OK && rc == CIV_OK) {
-        rc = sdk_wait(self, deadline);
-        int64_t now = codec_mono_ms();
-        if (!*done && now - sent >= self->retry_ms) {
-            sent = now;
-            send(self, id);
-        }
-    }
-    if (*error != CIV_OK)
-        return *error;
-    return *done ? CIV_OK : rc;
-}
-
 int civ_ping(civ_client_t *self, uint64_t *last_seq)
 {
     if (!self)
@@ -72,7 +51,7 @@ int civ_ping(civ_client_t *self, uint64_t *last_seq)
     st->ping_id = sdk_request_id(self);
     st->ping_done = false;
     st->ping_error = CIV_OK;
-    int rc = s_round_trip(self, s_send_ping, st->ping_id, &st->ping_done, &st->ping_error);
+    int rc = sdk_round_trip(self, s_send_ping, st->ping_id, &st->ping_done, &st->ping_error);
     st->ping_id = 0;
     if (rc == CIV_OK && last_seq)
         *last_seq = st->ping_last_seq;
@@ -153,6 +132,8 @@ static int s_fill(const Civibus__V1__StatusReply *r, civ_status_t **out)
         o->connected = in->connected;
         o->credit = in->credit;
         o->in_flight = in->in_flight;
+        o->redeliveries = in->redeliveries;
+        o->dead_letters = in->dead_letters;
         o->behind_retention = in->behind_retention;
     }
     s->n_warnings = n_warn;
@@ -174,7 +155,7 @@ int civ_status(civ_client_t *self, civ_status_t **out)
     st->status_id = sdk_request_id(self);
     st->status_error = CIV_OK;
     st->status_done = false;
-    int rc = s_round_trip(self, s_send_status, st->status_id, &st->status_done, &st->status_error);
+    int rc = sdk_round_trip(self, s_send_status, st->status_id, &st->status_done, &st->status_error);
     st->status_id = 0;
     if (rc == CIV_OK)
         rc = s_fill(st->status_reply->status_reply, out);

@@ -8,9 +8,18 @@
  * grants that many again, so the hub never has more than `window` events
  * outstanding and the queue stays bounded by it.
  *
- * Per subscription the highest seq handed out is kept, and events at or below
- * it are dropped: after a re-open the hub resends from the last acknowledged
- * one, which the application has partly seen.
+ * Per subscription the highest seq handed out is kept, and after a (re-)open
+ * events at or below it are dropped: the hub resends from the last
+ * acknowledged one, which the application has partly seen.
+ *
+ * Redelivery (docs/PROTOCOL.md §13): when the hub delivers again it first
+ * sends a rewind marker, a Deliver without events. The queued events of that
+ * subscription are dropped then (they come again, in order; their credit is
+ * granted back), and from then on every event is handed out, seen before or
+ * not, until the next re-open. civ_nack drops the queue at once and hands out
+ * nothing of the subscription until the marker that answers the nack, so
+ * that an event sent before the hub took the nack in hand cannot overtake the
+ * failed one.
  *
  * Re-open: the hub forgets a client's subscriptions when the connection is
  * lost or the hub restarts. The library notices in three ways - a new
@@ -41,6 +50,8 @@ struct sdk_sub {
     char hub_instance[SDK_INSTANCE_MAX + 1];
     uint64_t handed;   /* highest seq handed out */
     uint64_t acked;    /* highest seq the application acknowledged */
+    bool dedup;        /* drop events at or below handed (after an open, until a marker) */
+    bool await_marker; /* after a nack: drop deliveries until the hub's marker */
     uint32_t consumed; /* events consumed since the last credit grant */
     size_t queued;     /* events waiting in the queue */
     int64_t sent_ms;   /* last Subscribe sent */
@@ -145,6 +156,8 @@ static void s_reopen(civ_client_t *self, sdk_sub_t *sub)
     sub->state = SDK_SUB_RESUB;
     sub->start = (civ_start_t){.kind = CIV_START_CURSOR};
     sub->consumed = 0;
+    sub->dedup = true;
+    sub->await_marker = false;
     s_send_subscribe(self, sub);
 }
 
@@ -173,6 +186,15 @@ static void s_grant(civ_client_t *self, sdk_sub_t *sub)
     msg.credit = &credit;
     if (sdk_send(self, &msg) == CIV_OK)
         sub->consumed = 0;
+}
+
+/* Drop what sub has queued; the hub sends it again, so its credit goes
+ * back. */
+static void s_drop_queued(civ_client_t *self, sdk_sub_t *sub)
+{
+    sub->consumed += (uint32_t)sub->queued;
+    s_purge(self, sub);
+    s_grant(self, sub);
 }
 
 static int s_copy_filters(sdk_sub_t *sub, const char *const *filters, size_t n_filters)
@@ -244,6 +266,8 @@ int civ_subscribe(civ_client_t *self, const char *name, const char *const *filte
     sub->hub_instance[0] = '\0';
     sub->handed = sub->acked = 0;
     sub->consumed = 0;
+    sub->dedup = true;
+    sub->await_marker = false;
     /* A full send queue is not fatal: the tick re-sends an unanswered Subscribe. */
     s_send_subscribe(self, sub);
 
@@ -298,10 +322,11 @@ static int s_take(civ_client_t *self, civ_delivery_t **out)
         sdk_sub_t *sub = chunk->sub;
         sub->queued--;
         sub->consumed++;
-        bool fresh = d->seq > sub->handed;
+        bool fresh = !sub->dedup || d->seq > sub->handed;
         int rc = CIV_OK;
         if (fresh) {
-            sub->handed = d->seq;
+            if (d->seq > sub->handed)
+                sub->handed = d->seq;
             rc = sdk_delivery_new(sub->name, d, out);
             if (rc != CIV_OK)
                 sdk_error_set(&self->err, rc, "event %llu of subscription %s cannot be decoded",
@@ -342,6 +367,40 @@ int civ_ack(civ_client_t *self, const char *name, uint64_t seq)
         sub->acked = seq;
     /* While re-opening, the ack is repeated when the hub confirms. */
     return sub->state == SDK_SUB_ACTIVE ? s_send_ack(self, sub, seq) : CIV_OK;
+}
+
+int civ_nack(civ_client_t *self, const char *name, uint64_t seq, const char *reason)
+{
+    if (!self || !name)
+        return CIV_E_INVALID;
+    if (!reason)
+        reason = "";
+    if (strnlen(reason, CIV_REASON_MAX + 1) > CIV_REASON_MAX || !codec_utf8_valid(reason))
+        return sdk_error_set(&self->err, CIV_E_INVALID, "a nack's reason must be valid UTF-8 of at most %d bytes",
+                             CIV_REASON_MAX);
+    sdk_sub_t *sub = s_find(self, name);
+    if (!sub)
+        return sdk_error_set(&self->err, CIV_E_UNKNOWN_SUBSCRIPTION, "no subscription %s on this client", name);
+    if (seq > 0 && seq - 1 > sub->acked)
+        sub->acked = seq - 1;
+    /* Should a re-open come first, seq is handed out again all the same. */
+    if (seq > 0 && sub->handed >= seq)
+        sub->handed = seq - 1;
+    if (sub->state != SDK_SUB_ACTIVE)
+        return CIV_OK; /* the re-open delivers again from the cursor */
+    Civibus__V1__Nack nack = CIVIBUS__V1__NACK__INIT;
+    nack.subscription = sub->name;
+    nack.seq = seq;
+    nack.reason = (char *)reason;
+    Civibus__V1__ClientMessage msg = CIVIBUS__V1__CLIENT_MESSAGE__INIT;
+    msg.body_case = CIVIBUS__V1__CLIENT_MESSAGE__BODY_NACK;
+    msg.nack = &nack;
+    int rc = sdk_send(self, &msg);
+    if (rc != CIV_OK)
+        return rc;
+    sub->await_marker = true;
+    s_drop_queued(self, sub);
+    return CIV_OK;
 }
 
 int civ_unsubscribe(civ_client_t *self, const char *name)
@@ -390,12 +449,25 @@ void sdk_subs_on_deliver(civ_client_t *self, codec_hub_msg_t **msg_p)
     const Civibus__V1__Deliver *deliver = (*msg_p)->deliver;
     subs->last_traffic_ms = codec_mono_ms();
     sdk_sub_t *sub = s_find(self, deliver->subscription);
-    if (!sub || deliver->n_events == 0)
+    if (!sub)
         return; /* unsubscribed meanwhile */
     /* The hub answers a Subscribe before it delivers on the new session, so
      * anything arriving before that answer belongs to the old session. */
     if (sub->state != SDK_SUB_ACTIVE)
         return;
+    if (deliver->n_events == 0) {
+        /* A rewind marker: what is queued comes again; take it all then. */
+        s_drop_queued(self, sub);
+        sub->dedup = false;
+        sub->await_marker = false;
+        return;
+    }
+    if (sub->await_marker) {
+        /* Sent before the hub took our nack in hand: it comes again. */
+        sub->consumed += (uint32_t)deliver->n_events;
+        s_grant(self, sub);
+        return;
+    }
     /* The hub owes us at most window events; twice that (a Subscribe sent
      * twice around a reconnect) is the most a correct hub can get to. */
     if (sub->queued + deliver->n_events > 2 * (size_t)sub->window) {
@@ -450,8 +522,10 @@ bool sdk_subs_on_error(civ_client_t *self, const Civibus__V1__Error *error)
             s_reopen(self, sub);
         else if (code == CIV_E_NOT_AUTHORISED || code == CIV_E_BEHIND_RETENTION)
             sub->report = code;
-        /* Anything else answers an ack or credit (e.g. an ack past the
-         * delivered events): kept in self->err, the subscription goes on. */
+        /* Anything else answers an ack, credit or nack (e.g. an ack past the
+         * delivered events): kept in self->err, the subscription goes on. A
+         * refused nack gets no marker, so none is awaited any more. */
+        sub->await_marker = false;
         break;
     }
     return true;

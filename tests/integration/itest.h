@@ -12,6 +12,7 @@
  *             so a received event can be checked field by field and byte for
  *             byte (it_ev_check) without keeping what was sent.
  *   publish   it_publish_many: pipelined publishing with bounded waits.
+ *   metrics   it_prom_sample reads one sample out of /metrics.
  *   raw       a CURVE DEALER speaking the protocol without the SDK, for the
  *             cases the SDK never produces (forged source, bad bytes).
  *
@@ -57,6 +58,20 @@ static inline void it_sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* ---- monitoring endpoint ------------------------------------------------------ */
+
+/* The value of the sample `series` (exact name and labels) in the
+ * Prometheus text of /metrics, or -1 when it is absent. */
+static inline double it_prom_sample(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        if (strncmp(p, series, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    }
+    return -1;
 }
 
 /* ---- raw protocol socket ------------------------------------------------------ */

@@ -159,7 +159,7 @@ static bool s_pub_done(const s_pub_t *p, int target)
 /* Start `civibus backup` in the background, its output into log. */
 static pid_t s_backup_spawn(const char *data, const char *out, bool compact, const char *log)
 {
-    char cmd[2048];
+    char cmd[4096];
     snprintf(cmd, sizeof cmd, "exec '%s' backup --data '%s' --out '%s' %s >'%s' 2>&1", s_cli(), data, out,
              compact ? "" : "--no-compact", log);
     char *argv[] = {"sh", "-c", cmd, NULL};

@@ -100,20 +100,9 @@ static json_t *s_find(json_t *array, const char *key, const char *value)
     return NULL;
 }
 
-/* The value of the sample `series` (exact name and labels) in text, or -1. */
-static double s_sample(const char *text, const char *series)
-{
-    size_t n = strlen(series);
-    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
-        if (strncmp(p, series, n) == 0 && p[n] == ' ')
-            return strtod(p + n + 1, NULL);
-    }
-    return -1;
-}
-
 static void s_expect_sample(const char *text, const char *series, double want)
 {
-    double got = s_sample(text, series);
+    double got = it_prom_sample(text, series);
     if (got != want)
         fail_msg("%s is %g, expected %g", series, got, want);
 }
@@ -301,12 +290,12 @@ static void test_endpoints(void **state)
     s_expect_sample(m, "civibus_log_last_seq", EVENTS);
     s_expect_sample(m, "civibus_log_entries", EVENTS);
     s_expect_sample(m, "civibus_storage_full", 0);
-    assert_true(s_sample(m, "civibus_auth_failures_total{kind=\"zap_refused\"}") >= 1);
+    assert_true(it_prom_sample(m, "civibus_auth_failures_total{kind=\"zap_refused\"}") >= 1);
     /* Every Publish got a reply: EVENTS pipelined ones, the retry, the refused one. */
-    assert_true(s_sample(m, "civibus_publish_ack_latency_seconds_count") >= 3);
-    assert_true(s_sample(m, "civibus_commit_batch_events_sum") == EVENTS + 1);
-    assert_true(s_sample(m, "process_resident_memory_bytes") > 0);
-    assert_true(s_sample(m, "process_open_fds") > 0);
+    assert_true(it_prom_sample(m, "civibus_publish_ack_latency_seconds_count") >= 3);
+    assert_true(it_prom_sample(m, "civibus_commit_batch_events_sum") == EVENTS + 1);
+    assert_true(it_prom_sample(m, "process_resident_memory_bytes") > 0);
+    assert_true(it_prom_sample(m, "process_open_fds") > 0);
     char key_series[300];
     const char *z85 = strstr(m, "civibus_key_expiry_timestamp_seconds{agency=\"" TAX "\",usage=\"curve\",key=\"");
     assert_non_null(z85);
@@ -370,7 +359,7 @@ static void test_readyz_storage_full(void **state)
     free(s_get(f, "/healthz", 200)); /* full, not dead */
     char *m = s_get(f, "/metrics", 200);
     s_expect_sample(m, "civibus_storage_full", 1);
-    assert_true(s_sample(m, "civibus_events_refused_total{agency=\"" POP "\",reason=\"storage_full\"}") >= 1);
+    assert_true(it_prom_sample(m, "civibus_events_refused_total{agency=\"" POP "\",reason=\"storage_full\"}") >= 1);
     s_promtool(f, m);
     free(m);
 
