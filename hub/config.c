@@ -81,6 +81,20 @@ static const s_key_t s_keys[] = {
      "write a signed checkpoint after this many new log entries", NULL},
     {"checkpoint_seconds", T_UINT, OFF(checkpoint_seconds), "60", 1, 86400,
      "write a signed checkpoint after this many seconds if the log grew (and always at a clean stop)", NULL},
+    {"agency_subscriptions_max", T_UINT, OFF(agency_subscriptions_max), "1000", 1, 1000000,
+     "live subscriptions of one agency, at most; more are refused with unavailable (docs/SECURITY.md)", NULL},
+    {"agency_connections_max", T_UINT, OFF(agency_connections_max), "100", 1, 100000,
+     "live connections of one agency, at most, counted from their first message; a message on one more is "
+     "refused with unavailable, and new handshakes of the agency are refused while it is at the ceiling",
+     NULL},
+    {"agency_publish_rate", T_UINT, OFF(agency_publish_rate), "0", 0, 100000000,
+     "events one agency may publish per second (bursts of one second's worth); more are refused with "
+     "unavailable; 0: no ceiling",
+     NULL},
+    {"agency_publish_bytes", T_SIZE, OFF(agency_publish_bytes), "0", 0, 64 * GiB,
+     "bytes of events one agency may publish per second (bursts of one second's worth); more are refused with "
+     "unavailable; 0: no ceiling",
+     NULL},
 };
 #define N_KEYS (sizeof s_keys / sizeof s_keys[0])
 

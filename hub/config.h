@@ -42,6 +42,10 @@ typedef struct {
     char *signing_key;           /* Ed25519 secret key for checkpoints; "" for none */
     uint64_t checkpoint_events;  /* a checkpoint after this many new entries ... */
     uint64_t checkpoint_seconds; /* ... or this long, if the log grew */
+    uint64_t agency_subscriptions_max; /* live subscriptions of one agency */
+    uint64_t agency_connections_max;   /* live connections of one agency */
+    uint64_t agency_publish_rate;      /* events per second of one agency; 0: no ceiling */
+    uint64_t agency_publish_bytes;     /* bytes of events per second of one agency; 0: no ceiling */
 } config_t;
 
 enum config_err {

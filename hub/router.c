@@ -31,6 +31,7 @@
 #include "keyfile.h"
 #include "log.h"
 #include "policy.h"
+#include "quota.h"
 #include "subs.h"
 #include "wire.h"
 
@@ -54,8 +55,8 @@
  * for Deliver, by credit. A peer that floods replay requests without reading
  * holds at most PEER_HWM chunks (128 MiB); one that takes credit and never
  * reads, its credit's worth of events or PEER_HWM Deliver messages of 256 KiB,
- * whichever is less. Per-agency ceilings across connections come with the
- * trust work. */
+ * whichever is less. Across connections, hub/quota.h bounds the connections
+ * of one agency. */
 #define PEER_HWM 1000
 /* A commit this slow is worth a line: the disk holds every publisher up. */
 #define SLOW_COMMIT_MS 20
@@ -101,6 +102,7 @@ struct router {
     journal_t *journal;
     chain_t *chain; /* NULL: no signing key, no checkpoints */
     subs_t *subs;
+    quota_t *quota;
     char endpoint[256];
     char instance[33];
     int64_t started_at;
@@ -290,6 +292,7 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
     self->n_reqs++;
     self->n_held += n;
     s_sig_cache_t sig_cache = {.n = 0, .next = 0};
+    int64_t now_ms = codec_mono_ms();
     for (size_t i = 0; i < n; i++) {
         Civibus__V1__PublishResult *res = &r->results[i];
         civibus__v1__publish_result__init(res);
@@ -336,6 +339,10 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
         if (self->policy && !policy_allows(self->policy, agency, POLICY_PUBLISH, ev->type, strlen(ev->type), NULL)) {
             snprintf(reason, sizeof reason, "the access policy does not allow %s to publish %s", agency, ev->type);
             s_result_refuse(self, r, i, C(NOT_AUTHORISED), reason, agency);
+            continue;
+        }
+        if (quota_publish(self->quota, agency, raw->len, now_ms, reason, sizeof reason) != QUOTA_OK) {
+            s_result_refuse(self, r, i, C(UNAVAILABLE), reason, agency);
             continue;
         }
         journal_entry_t *e = &self->entries[self->n_entries];
@@ -594,11 +601,40 @@ static void s_on_status(router_t *self, const wire_peer_t *peer, const char *age
     subs_status_free(&st);
 }
 
+/* The latest signed checkpoint, for whoever keeps them outside the hub
+ * (docs/LOG.md). It is the one the hub made last, not a fresh one: a
+ * request must not cost the hub a signature and an fsync. */
+static void s_on_checkpoint(router_t *self, const wire_peer_t *peer, const Civibus__V1__CheckpointRequest *req)
+{
+    logfile_checkpoint_t cp;
+    if (chain_last(self->chain, &cp) != JOURNAL_OK) {
+        s_refuse_count(self, C(UNAVAILABLE));
+        wire_send_error(self->sock, peer, req->request_id, NULL, C(UNAVAILABLE),
+                        self->chain ? "no checkpoint yet: the log is empty"
+                                    : "this hub signs no checkpoints (it has no signing_key)");
+        return;
+    }
+    Civibus__V1__CheckpointReply rep = CIVIBUS__V1__CHECKPOINT_REPLY__INIT;
+    rep.request_id = req->request_id;
+    rep.seq = cp.seq;
+    rep.chain = (ProtobufCBinaryData){.len = sizeof cp.chain, .data = cp.chain};
+    rep.time = cp.time;
+    rep.key_id = (ProtobufCBinaryData){.len = sizeof cp.key_id, .data = cp.key_id};
+    rep.signature = (ProtobufCBinaryData){.len = sizeof cp.sig, .data = cp.sig};
+    rep.last_seq = journal_last_seq(self->journal);
+    Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
+    msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_CHECKPOINT_REPLY;
+    msg.checkpoint_reply = &rep;
+    if (wire_send(self->sock, peer, &msg) != WIRE_OK)
+        self->stats.replies_lost++;
+}
+
 /* Log every valid key of the registry expiring within key_expiry_warn_days:
  * at start, after each reload, and daily. */
 static void s_warn_expiring(router_t *self)
 {
     self->last_key_warn_ms = codec_mono_ms();
+    chain_check_published(self->chain, self->cfg->registry, self->cfg->key_expiry_warn_days);
     if (!self->cfg->key_expiry_warn_days)
         return;
     int64_t now = (int64_t)time(NULL), within = (int64_t)self->cfg->key_expiry_warn_days * DAY_S;
@@ -616,11 +652,9 @@ static void s_warn_expiring(router_t *self)
     free(exp);
 }
 
-/* Answer a request from a connection whose key was revoked or expired after
- * its handshake (ZAP checks keys only then): an Error for the whole request,
- * and a subscription it touches is closed so that deliveries stop. */
-static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *agency, const char *key,
-                         auth_key_status_t status, const codec_client_msg_t *msg)
+/* What an Error refusing the whole of msg carries: the request id of a
+ * request that has one, else the subscription name (NULL when invalid). */
+static void s_request_ids(const codec_client_msg_t *msg, uint64_t *request_id_out, const char **sub_out)
 {
     uint64_t request_id = 0;
     const char *sub = NULL;
@@ -629,6 +663,7 @@ static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *ag
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_REPLAY: request_id = msg->replay->request_id; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_PING: request_id = msg->ping->request_id; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_STATUS: request_id = msg->status->request_id; break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CHECKPOINT: request_id = msg->checkpoint->request_id; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_SUBSCRIBE: sub = msg->subscribe->name; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_ACK: sub = msg->ack->subscription; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CREDIT: sub = msg->credit->subscription; break;
@@ -637,6 +672,19 @@ static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *ag
     }
     if (sub && !codec_name_valid(sub))
         sub = NULL;
+    *request_id_out = request_id;
+    *sub_out = sub;
+}
+
+/* Answer a request from a connection whose key was revoked or expired after
+ * its handshake (ZAP checks keys only then): an Error for the whole request,
+ * and a subscription it touches is closed so that deliveries stop. */
+static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *agency, const char *key,
+                         auth_key_status_t status, const codec_client_msg_t *msg)
+{
+    uint64_t request_id;
+    const char *sub;
+    s_request_ids(msg, &request_id, &sub);
     /* Whatever this connection follows stops too, not only the subscription
      * this message names. */
     subs_drop_peer(self->subs, peer, "key_no_longer_valid");
@@ -698,6 +746,17 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         codec_client_free(&msg);
         return;
     }
+    char reason[256];
+    if (quota_connection(self->quota, agency, key, peer, reason, sizeof reason) != QUOTA_OK) {
+        const char *sub;
+        s_request_ids(msg, &request_id, &sub);
+        s_refuse_count(self, C(UNAVAILABLE));
+        log_limited(LOG_WARN, "router", "router.connections",
+                    "event=message_refused agency=%s code=unavailable reason=connection_limit", agency);
+        wire_send_error(self->sock, peer, request_id, sub, C(UNAVAILABLE), reason);
+        codec_client_free(&msg);
+        return;
+    }
     switch (msg->body_case) {
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_PUBLISH:
         s_on_publish(self, peer, agency, &msg);
@@ -725,6 +784,9 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_STATUS:
         s_on_status(self, peer, agency, msg->status);
+        break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CHECKPOINT:
+        s_on_checkpoint(self, peer, msg->checkpoint);
         break;
     default:
         s_refuse_count(self, C(BAD_REQUEST));
@@ -996,6 +1058,32 @@ static int s_policy_load(router_t *self)
     return 0;
 }
 
+/* Below; for quota too: a connection whose key is no longer valid frees its
+ * agency's place. */
+static bool s_key_still_valid(void *arg, const char *agency, const char *key);
+
+/* For quota: is peer's connection still there? A Pong with request_id 0,
+ * which clients ignore (docs/PROTOCOL.md §5.8). */
+static int s_probe(void *arg, const wire_peer_t *peer)
+{
+    router_t *self = arg;
+    Civibus__V1__Pong pong = CIVIBUS__V1__PONG__INIT;
+    pong.hub_instance = self->instance;
+    pong.last_seq = journal_last_seq(self->journal);
+    Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
+    msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_PONG;
+    msg.pong = &pong;
+    return wire_send(self->sock, peer, &msg);
+}
+
+/* For quota: while an agency holds its maximum of connections, ZAP refuses
+ * its new handshakes. */
+static void s_on_full(void *arg, const char *agency, bool full)
+{
+    router_t *self = arg;
+    auth_set_full(self->auth, agency, full);
+}
+
 router_t *router_new(const config_t *cfg)
 {
     router_t *self = calloc(1, sizeof *self);
@@ -1039,7 +1127,14 @@ router_t *router_new(const config_t *cfg)
         goto fail;
     if (s_socket_open(self) != 0)
         goto fail;
+    quota_opts_t qo = {.connections_max = cfg->agency_connections_max,
+                        .publish_rate = cfg->agency_publish_rate,
+                        .publish_bytes = cfg->agency_publish_bytes};
+    self->quota = quota_new(&qo, s_probe, s_on_full, s_key_still_valid, self);
+    if (!self->quota)
+        goto fail;
     subs_opts_t so = {.max_sessions = cfg->subscriptions_max,
+                      .agency_max_sessions = cfg->agency_subscriptions_max,
                       .credit_max = (uint32_t)cfg->credit_max,
                       .session_timeout_ms = (int64_t)cfg->session_timeout_ms};
     self->subs = subs_new(self->journal, self->sock, &so);
@@ -1062,6 +1157,7 @@ void router_destroy(router_t **self_p)
     if (!self)
         return;
     subs_destroy(&self->subs);
+    quota_destroy(&self->quota);
     s_monitor_close(self);
     if (self->sock)
         zmq_close(self->sock);
@@ -1118,6 +1214,7 @@ static int s_turn(router_t *self)
     if (now - self->last_expire_ms >= EXPIRE_EVERY_MS) {
         subs_expire(self->subs, now);
         subs_drop_invalid(self->subs, s_key_still_valid, self);
+        quota_tick(self->quota);
         self->last_expire_ms = now;
     }
     return 0;

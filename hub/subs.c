@@ -129,6 +129,8 @@ subs_t *subs_new(journal_t *journal, void *router, const subs_opts_t *opts)
     self->journal = journal;
     self->router = router;
     self->opts = *opts;
+    if (!self->opts.agency_max_sessions)
+        self->opts.agency_max_sessions = self->opts.max_sessions;
     return self;
 }
 
@@ -225,6 +227,15 @@ static Civibus__V1__ErrorCode s_resolve_start(subs_t *self, const Civibus__V1__S
     return CIVIBUS__V1__ERROR_CODE__OK;
 }
 
+/* Live sessions of agency. A scan, but subscribing is rare. */
+static size_t s_agency_sessions(const subs_t *self, const char *agency)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < self->n; i++)
+        n += strcmp(self->list[i]->agency, agency) == 0;
+    return n;
+}
+
 Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *key, const wire_peer_t *peer,
                                  const Civibus__V1__Subscribe *req, uint64_t *next_seq, char *reason,
                                  size_t reason_len)
@@ -236,6 +247,13 @@ Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *k
     s_session_t *old = s_find(self, agency, req->name);
     if (!old && self->n >= self->opts.max_sessions) {
         snprintf(reason, reason_len, "the hub holds its maximum of %zu subscriptions", self->opts.max_sessions);
+        return CIVIBUS__V1__ERROR_CODE__UNAVAILABLE;
+    }
+    if (!old && s_agency_sessions(self, agency) >= self->opts.agency_max_sessions) {
+        /* One agency must not take every slot of the hub. */
+        snprintf(reason, reason_len,
+                 "agency %s holds its maximum of %zu live subscriptions (agency_subscriptions_max); close one",
+                 agency, self->opts.agency_max_sessions);
         return CIVIBUS__V1__ERROR_CODE__UNAVAILABLE;
     }
     s_session_t *s = calloc(1, sizeof *s);

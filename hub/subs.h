@@ -33,6 +33,7 @@ typedef struct subs subs_t;
 
 typedef struct {
     size_t max_sessions;
+    size_t agency_max_sessions; /* live sessions of one agency (agency_subscriptions_max); 0: max_sessions */
     uint32_t credit_max;
     int64_t session_timeout_ms;
 } subs_opts_t;
@@ -43,7 +44,9 @@ void subs_destroy(subs_t **self_p);
 
 /* Open (or take over) subscription req->name of agency on peer. Saves the
  * cursor before returning. Returns OK (0) and fills *next_seq, or an
- * ErrorCode with a reason. */
+ * ErrorCode with a reason: UNAVAILABLE when a new session would exceed
+ * max_sessions, or agency_max_sessions of this agency (a takeover never
+ * does). */
 Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *key, const wire_peer_t *peer,
                                  const Civibus__V1__Subscribe *req, uint64_t *next_seq, char *reason,
                                  size_t reason_len);

@@ -40,5 +40,6 @@ int cmd_status(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_checkpoint(int argc, char **argv);
 
 #endif

@@ -29,6 +29,7 @@ static const s_command_t s_commands[] = {
     {"policy", cmd_policy, "check an access policy file, explain a decision"},
     {"registry", cmd_registry, "add, list, rotate and revoke agency keys in a registry folder"},
     {"verify", cmd_verify, "check the log's hash chain and signed checkpoints offline"},
+    {"checkpoint", cmd_checkpoint, "fetch the hub's latest signed checkpoint into a witness file"},
 };
 #define S_N_COMMANDS (sizeof s_commands / sizeof s_commands[0])
 
@@ -87,8 +88,8 @@ static void s_usage(FILE *out)
                  "Talk to a civibus hub by hand or from scripts.\n\n"
                  "Commands:\n");
     for (size_t i = 0; i < S_N_COMMANDS; i++)
-        fprintf(out, "  %-9s %s\n", s_commands[i].name, s_commands[i].summary);
-    fprintf(out, "  %-9s %s\n  %-9s %s\n", "help", "this text, or `civibus help COMMAND`", "version",
+        fprintf(out, "  %-10s %s\n", s_commands[i].name, s_commands[i].summary);
+    fprintf(out, "  %-10s %s\n  %-10s %s\n", "help", "this text, or `civibus help COMMAND`", "version",
             "print the version");
     fprintf(out, "\n"
                  "Environment (a command-line flag wins):\n"

@@ -275,6 +275,7 @@ static void s_dispatch(civ_client_t *self, codec_hub_msg_t **msg_p)
     case CIVIBUS__V1__HUB_MESSAGE__BODY_REPLAY_REPLY: sdk_replay_on_reply(self, msg_p); break;
     case CIVIBUS__V1__HUB_MESSAGE__BODY_PONG: sdk_status_on_pong(self, msg->pong); break;
     case CIVIBUS__V1__HUB_MESSAGE__BODY_STATUS_REPLY: sdk_status_on_reply(self, msg_p); break;
+    case CIVIBUS__V1__HUB_MESSAGE__BODY_CHECKPOINT_REPLY: sdk_status_on_checkpoint(self, msg_p); break;
     case CIVIBUS__V1__HUB_MESSAGE__BODY_ERROR: s_dispatch_error(self, msg->error); break;
     default: sdk_error_set(&self->err, CIV_E_PROTOCOL, "hub message without a body ignored"); break;
     }

@@ -308,6 +308,11 @@ const char *harness_endpoint(const harness_t *self)
     return self->endpoint;
 }
 
+const char *harness_registry(const harness_t *self)
+{
+    return self->registry;
+}
+
 const char *harness_hub_sign_pub(const harness_t *self)
 {
     return self->sign_pub;
