@@ -350,7 +350,10 @@ void sdk_link_check(civ_client_t *self)
             self->link_epoch++;
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
             self->auth_refused = true;
-            sdk_error_set(&self->err, CIV_E_NOT_AUTHORISED, "the hub refused this agency's key");
+            /* ZAP gives no reason: 400 for every refusal (docs/PROTOCOL.md §2.3, §2.9). */
+            sdk_error_set(&self->err, CIV_E_NOT_AUTHORISED,
+                          "the hub refused the handshake: this agency's key is not valid, or the agency holds "
+                          "its maximum of connections");
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
             sdk_error_set(&self->err, CIV_E_TRANSPORT, "handshake with the hub failed (wrong hub key?)");
         }
