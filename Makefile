@@ -6,7 +6,9 @@
 #   make bench        build optimised and run the benchmarks
 #   make fuzz         run each fuzz target for a bounded time (clang + libFuzzer)
 #   make memcheck     run the unit tests under valgrind
-#   make install      PREFIX=/usr/local DESTDIR=
+#   make install      PREFIX=/usr/local DESTDIR=  (also the systemd unit, sysusers.d and
+#                     tmpfiles.d files, the sample config, the Prometheus files: deploy/README.md)
+#   make config-docs  regenerate deploy/civibusd.conf and the config reference in docs/OPERATIONS.md
 #   make format clean
 #
 # Switches: SANITIZER=address|undefined|thread|address,undefined   V=1   BUILD=dir
@@ -16,6 +18,14 @@
 BUILD     ?= build
 PREFIX    ?= /usr/local
 DESTDIR   ?=
+# Where systemd looks for units, sysusers.d and tmpfiles.d files under PREFIX.
+# The configuration goes to /etc/civibus for the system prefixes, else under
+# PREFIX, so that an install into a private prefix needs no root.
+SYSCONFDIR  ?= $(if $(filter /usr /usr/local,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+SHAREDIR    ?= $(PREFIX)/share/civibus
 CC        ?= cc
 OPT       ?= -O2
 SANITIZER ?=
@@ -27,9 +37,13 @@ else
 Q := @
 endif
 
-PKGS      := libzmq libprotobuf-c openssl lmdb jansson
+PKGS      := libzmq libprotobuf-c openssl lmdb jansson libmicrohttpd libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs libzmq libprotobuf-c openssl lmdb jansson 2>/dev/null)
+# Only the hub serves HTTP (libmicrohttpd) and only the CLI and the test
+# harness fetch it (libcurl): the SDK links neither.
+HTTPD_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
+CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null)
 
 WARN      := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
              -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
@@ -108,23 +122,23 @@ $(LIBCIV_SO): $(SDK_OBJ) $(PROTO_OBJ)
 
 $(HUBD): $(call obj,hub/main.c) $(LIBHUB) $(LIBPROTO)
 	@[ "$(V)" = 1 ] || echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(HTTPD_LIBS)
 
 $(CLI): $(CLI_OBJ) $(LIBCIV_A)
 	@[ "$(V)" = 1 ] || echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CURL_LIBS)
 
 # Unit tests link the hub's modules and the SDK; integration tests and benchmarks
 # link the SDK and the test harness (which starts real civibusd processes).
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBHUB) $(LIBCIV_A)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(HTTPD_LIBS) -lcmocka
 $(ITEST_BIN): $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(HARN_OBJ) $(LIBCIV_A)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(CURL_LIBS) -lcmocka
 $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(HARN_OBJ) $(LIBHUB) $(LIBCIV_A)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(HTTPD_LIBS) $(CURL_LIBS)
 # Without libFuzzer a fuzz target links a main that replays its corpus;
 # LIBFUZZER=1 (with CC=clang) links libFuzzer's driver instead.
 ifeq ($(LIBFUZZER),1)
@@ -136,7 +150,7 @@ FUZZ_LDFLAGS :=
 endif
 $(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(FUZZ_MAIN) $(LIBHUB) $(LIBPROTO)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(LDFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(LDLIBS) $(HTTPD_LIBS)
 
 fuzz-targets: $(FUZZ_BIN)
 
@@ -163,6 +177,8 @@ memcheck:
 	$(Q)$(MAKE) --no-print-directory BUILD=build/memcheck OPT=-O0 tests
 	$(Q)MEMCHECK=1 sh tests/run.sh build/memcheck
 
+# An operator's configuration, and the mode and owner that civibus.tmpfiles.conf
+# gave $(SYSCONFDIR)/civibus, are never overwritten.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 0755 $(HUBD) $(CLI) $(DESTDIR)$(PREFIX)/bin/
@@ -172,6 +188,31 @@ install: all
 	install -m 0644 adapters/sdk/civibus.h $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' adapters/sdk/civibus.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/civibus.pc
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+	    $(DESTDIR)$(SHAREDIR)/prometheus
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/etc/civibus/|$(SYSCONFDIR)/civibus/|g' \
+	    deploy/civibusd.service > $(DESTDIR)$(UNITDIR)/civibusd.service
+	sed -e 's|/etc/civibus|$(SYSCONFDIR)/civibus|g' \
+	    deploy/civibus.tmpfiles.conf > $(DESTDIR)$(TMPFILESDIR)/civibus.conf
+	chmod 0644 $(DESTDIR)$(UNITDIR)/civibusd.service $(DESTDIR)$(TMPFILESDIR)/civibus.conf
+	install -m 0644 deploy/civibus.sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/civibus.conf
+	install -m 0644 deploy/civibusd.conf deploy/policy.conf $(DESTDIR)$(SHAREDIR)/
+	install -m 0644 deploy/prometheus/prometheus.yml deploy/prometheus/alerts.yml $(DESTDIR)$(SHAREDIR)/prometheus/
+	[ -d $(DESTDIR)$(SYSCONFDIR)/civibus ] || install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/civibus
+	[ -e $(DESTDIR)$(SYSCONFDIR)/civibus/civibusd.conf ] || \
+	    install -m 0644 deploy/civibusd.conf $(DESTDIR)$(SYSCONFDIR)/civibus/civibusd.conf
+
+# Regenerate what the config table in hub/config.c generates besides the
+# parser: the sample config and the reference in docs/OPERATIONS.md
+# (test_config fails while either differs).
+.PHONY: config-docs
+config-docs: $(HUBD)
+	$(Q)$(HUBD) --print-config > deploy/civibusd.conf
+	$(Q)$(HUBD) --print-config-md > $(BUILD)/config-reference.md
+	$(Q)awk -v ref=$(BUILD)/config-reference.md \
+	    '/<!-- END config reference/ { skip = 0 } !skip { print } \
+	     /<!-- BEGIN config reference/ { while ((getline l < ref) > 0) print l; skip = 1 }' \
+	    docs/OPERATIONS.md > $(BUILD)/OPERATIONS.md && mv $(BUILD)/OPERATIONS.md docs/OPERATIONS.md
 
 format:
 	clang-format -i $(PROTO_SRC) $(wildcard proto/*.h) hub/*.c hub/*.h adapters/*/*.c adapters/*/*.h

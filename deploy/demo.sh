@@ -42,12 +42,13 @@ ls "$KEYS" "$KEYS/registry" | sed 's/^/   /'
 
 step "2. Start civibusd on loopback (durable: every commit fsynced; access policy deploy/policy.conf; signed checkpoints)"
 mkfifo "$WORK/ready"
-"$HUBD" --data "$WORK/data" --listen 'tcp://127.0.0.1:*' --registry "$KEYS/registry" \
+"$HUBD" --data "$WORK/data" --listen 'tcp://127.0.0.1:*' --http 127.0.0.1:0 --registry "$KEYS/registry" \
     --key "$KEYS/hub.key" --policy "$ROOT/deploy/policy.conf" --signing-key "$KEYS/hub-sign.key" \
     --checkpoint-events 4 >"$WORK/ready" 2>"$WORK/hub.log" &
 hub_pid=$!
 read -r ready <"$WORK/ready"
 endpoint=${ready#civibusd ready endpoint=}
+endpoint=${endpoint%% *}
 echo "   $ready (pid $hub_pid)"
 export CIVIBUS_HUB="$endpoint" CIVIBUS_HUB_KEY="$KEYS/hub.pub"
 

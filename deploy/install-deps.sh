@@ -2,15 +2,17 @@
 # install-deps.sh - install what civibus needs from Debian's archive.
 #
 # usage: install-deps.sh [memcheck] [fuzz]
-# Without arguments: what building, `make test` and `make demo` need. The
-# extras add valgrind (make memcheck) or clang with libFuzzer (make fuzz).
+# Without arguments: what building, `make test` and `make demo` need
+# (prometheus for promtool, which checks and unit-tests deploy/prometheus).
+# The extras add valgrind (make memcheck) or clang with libFuzzer (make fuzz).
 # Idempotent: checks each package with dpkg and calls apt-get only for the
 # missing ones, so a machine that has everything hears nothing from it.
 # Needs root (or sudo) only when something is missing.
 set -eu
 
 PACKAGES="gcc make pkg-config libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
-libssl-dev liblmdb-dev lmdb-utils libjansson-dev libcmocka-dev"
+libssl-dev liblmdb-dev lmdb-utils libjansson-dev libcmocka-dev libmicrohttpd-dev
+libcurl4-openssl-dev prometheus"
 for extra in "$@"; do
     case $extra in
     memcheck) PACKAGES="$PACKAGES valgrind" ;;

@@ -116,7 +116,9 @@ static s_registry_t *s_registry_load(const char *dir)
     size_t cap = 0, sign_cap = 0;
     DIR *d = opendir(dir);
     if (!reg || !d) {
-        log_error("auth", "event=registry_unreadable dir=%s error=\"%s\"", dir, strerror(errno));
+        char qdir[600];
+        log_error("auth", "event=registry_unreadable dir=%s error=\"%s\"", log_quote(dir, qdir, sizeof qdir),
+                  strerror(errno));
         goto fail;
     }
     struct dirent *de;
@@ -363,8 +365,10 @@ auth_t *auth_new(void *zmq_ctx, const char *registry_dir)
     self->registry = s_registry_load(registry_dir);
     if (!self->dir || !self->registry)
         goto fail;
-    if (self->registry->agencies == 0)
-        log_warn("auth", "event=registry_empty dir=%s", registry_dir);
+    if (self->registry->agencies == 0) {
+        char qdir[600];
+        log_warn("auth", "event=registry_empty dir=%s", log_quote(registry_dir, qdir, sizeof qdir));
+    }
     self->zap = zmq_socket(zmq_ctx, ZMQ_REP);
     int linger = 0;
     if (!self->zap || zmq_setsockopt(self->zap, ZMQ_LINGER, &linger, sizeof linger) != 0 ||

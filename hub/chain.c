@@ -27,7 +27,6 @@ struct chain {
     uint64_t every_events;
     int64_t every_ms;
     uint64_t last_cp_seq; /* seq of the last checkpoint written (0: none) */
-    logfile_checkpoint_t last_cp; /* that checkpoint, when last_cp_seq > 0 */
     int64_t last_cp_ms;   /* when it was written (monotonic), or start time */
     int64_t retry_ms;     /* after a failure, no new attempt before this */
 };
@@ -52,10 +51,8 @@ chain_t *chain_new(journal_t *journal, const char *key_path, uint64_t every_even
     crypto_key_id_hex(self->key, self->key_id);
     logfile_checkpoint_t cp;
     rc = journal_checkpoint_last(journal, &cp);
-    if (rc == JOURNAL_OK) {
+    if (rc == JOURNAL_OK)
         self->last_cp_seq = cp.seq;
-        self->last_cp = cp;
-    }
     else if (rc != JOURNAL_NOTFOUND)
         goto free_key;
     self->last_cp_ms = codec_mono_ms();
@@ -98,7 +95,6 @@ static int s_write(chain_t *self, int64_t now_ms)
         return rc;
     }
     self->last_cp_seq = seq;
-    self->last_cp = cp;
     self->last_cp_ms = now_ms;
     /* Everything a verifier needs, in the form `civibus verify --witness`
      * reads: a log shipped off the host keeps the checkpoints with it. */
@@ -120,19 +116,19 @@ int chain_tick(chain_t *self, int64_t now_ms)
     return 0;
 }
 
+void chain_set_interval(chain_t *self, uint64_t every_events, uint64_t every_ms)
+{
+    if (!self)
+        return;
+    self->every_events = every_events ? every_events : 1;
+    self->every_ms = (int64_t)every_ms;
+}
+
 int chain_checkpoint(chain_t *self)
 {
     if (!self || journal_last_seq(self->journal) <= self->last_cp_seq)
         return 0;
     return s_write(self, codec_mono_ms());
-}
-
-int chain_last(const chain_t *self, logfile_checkpoint_t *out)
-{
-    if (!self || self->last_cp_seq == 0)
-        return JOURNAL_NOTFOUND;
-    *out = self->last_cp;
-    return JOURNAL_OK;
 }
 
 void chain_check_published(const chain_t *self, const char *registry_dir, uint64_t warn_days)

@@ -9,7 +9,8 @@
  * costs about 50 µs, so it runs per checkpoint, never per event. Each
  * checkpoint is also logged in full (seq, time, chain hash, key id,
  * signature) as a witness line (proto/logfile.h), so that a log shipped off
- * the host carries them, and the last one is kept for CheckpointRequest.
+ * the host carries them. The journal keeps the checkpoints
+ * (journal_checkpoint_last answers a CheckpointRequest and the metrics).
  *
  * Single-threaded, used by the router's loop.
  */
@@ -35,16 +36,13 @@ void chain_destroy(chain_t **self_p);
  * at the next call; returns 0, or a journal_err / crypto_err code. */
 int chain_tick(chain_t *self, int64_t now_ms);
 
+/* New intervals (a config reload), counted from the last checkpoint.
+ * NULL-safe. */
+void chain_set_interval(chain_t *self, uint64_t every_events, uint64_t every_ms);
+
 /* Write a checkpoint now if the log grew since the last one (clean stop).
  * NULL-safe; returns as chain_tick. */
 int chain_checkpoint(chain_t *self);
-
-/* Copy the last checkpoint written (or found at start) into *out, for a
- * CheckpointRequest and the metrics civibus_checkpoint_last_seq and
- * civibus_checkpoint_last_timestamp_seconds. JOURNAL_OK, or
- * JOURNAL_NOTFOUND when there is none yet or self is NULL (no signing
- * key). */
-int chain_last(const chain_t *self, logfile_checkpoint_t *out);
 
 /* Check that the hub's signing key is published, and valid now, in
  * registry_dir's KEYFILE_HUB_SIGN_FILE, and log what is wrong (a key not

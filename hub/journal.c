@@ -27,6 +27,9 @@
  *   cursors key  agency "\0" name            val  acked (u64 LE), updated_at
  *                                                 (i64 LE µs), filters ('\n'-joined, no NUL)
  *   meta    key  "version"                   val  u32 LE
+ *           key  "anchor"                    val  48 bytes, once retention
+ *                deleted entries: the last deleted seq, its received_at and
+ *                chain hash (proto/logfile.h)
  *   checkpoints key seq (uint64, native)     val  128 bytes: version 1, seq,
  *                time, chain hash at seq, key id, Ed25519 signature
  *                (proto/logfile.h gives the layout and the signed bytes)
@@ -43,6 +46,14 @@
  * every candidate entry in the write transaction to compare source and
  * event_id byte for byte, so hash collisions cost a read, never an event.
  * New events go into the window only after their commit succeeded.
+ *
+ * Retention (journal_retain) deletes from the front in its own write
+ * transactions: it reads the limits that hold it (the newest entry, the
+ * newest checkpoint, the cursors of kept subscriptions) and the size due in
+ * the same transaction, deletes through one cursor, and writes the anchor
+ * (proto/logfile.h) and drops the checkpoints before it before committing.
+ * The dedup window may still name deleted seqs; a candidate that is gone is
+ * simply not an original.
  *
  * Invariants kept here: the cached first/last seq, last received_at, last
  * chain hash and the window change only after a successful commit, so a failed batch leaves no
@@ -67,8 +78,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "crypto.h"
 #include "dedup.h"
+#include "keyfile.h"
 #include "log.h"
 #include "logfile.h"
 
@@ -89,6 +102,20 @@
  * 1.5 ms for 2 MiB here), so it never stalls a commit for long. */
 #define PREFILL_CHUNK (2 * MIB)
 #define PREFILL_LOW (1 * MIB)
+#define RETENTION_BATCH 1000
+/* Retention's summary and "held" lines: at most one each per this. */
+#define RETENTION_LOG_MS 60000
+/* Map lent beyond map_max to a deletion that found it full (see
+ * journal_retain): far more than the few pages a deletion copies. */
+#define RETENTION_RESERVE (1 * MIB)
+
+/* A subscription retention keeps entries for: its cursor's key, and its
+ * name as agency/name for the log. */
+typedef struct {
+    char key[KEY_BUF];
+    size_t key_len;
+    char name[KEY_BUF];
+} s_keep_t;
 
 /* What journal_append_batch works out about each entry before writing. */
 typedef struct {
@@ -125,6 +152,16 @@ struct journal {
     size_t pending_cap;
     size_t *batch_slots;       /* in-batch duplicate table: entry index + 1, 0 empty */
     size_t batch_slots_cap;
+    int64_t first_received_at; /* received_at of first_seq, 0 when empty */
+    logfile_anchor_t anchor;   /* seq 0: retention never deleted anything */
+    journal_retention_t ret;   /* ret.keep unused: parsed into keep */
+    s_keep_t *keep;
+    size_t n_keep;
+    bool held;                 /* the last journal_retain found due entries held by keep */
+    uint64_t ret_unlogged;     /* entries deleted since the last summary line */
+    bool ret_by_age, ret_by_size; /* what made them due */
+    int64_t ret_logged_ms;     /* when the last summary line was written (monotonic) */
+    int64_t held_logged_ms;    /* when the last retention_held line was written */
 };
 
 /* --- little helpers ---------------------------------------------------- */
@@ -229,17 +266,21 @@ static int s_load_bounds(journal_t *self, MDB_txn *txn)
     if (rc)
         return s_fail("cursor_open", rc);
     uint64_t first = 0, last = 0;
-    int64_t received_at = 0;
+    int64_t received_at = 0, first_received_at = 0;
     uint8_t chain[LOGFILE_CHAIN_LEN] = {0};
     int jrc = JOURNAL_OK;
     MDB_val key, val;
     rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
     if (rc == 0) {
+        journal_record_t rec;
         if (key.mv_size != sizeof first) {
             jrc = s_corrupt("log_key", 0);
             goto close_cursor;
         }
         memcpy(&first, key.mv_data, sizeof first);
+        if ((jrc = s_entry_parse(first, &val, &rec)))
+            goto close_cursor;
+        first_received_at = rec.received_at;
         rc = mdb_cursor_get(cur, &key, &val, MDB_LAST);
     }
     if (rc == 0) {
@@ -259,6 +300,7 @@ static int s_load_bounds(journal_t *self, MDB_txn *txn)
         goto close_cursor;
     }
     self->first_seq = first;
+    self->first_received_at = first_received_at;
     self->last_seq = last;
     self->last_received_at = received_at;
     memcpy(self->last_chain, chain, sizeof chain);
@@ -335,6 +377,13 @@ static int s_env_mapsize(journal_t *self)
     return JOURNAL_OK;
 }
 
+/* Resize the map (no transaction may be open) and note the size LMDB took. */
+static int s_set_mapsize(journal_t *self, size_t size)
+{
+    int rc = mdb_env_set_mapsize(self->env, size);
+    return rc ? s_fail("set_mapsize", rc) : s_env_mapsize(self);
+}
+
 /* Open the named databases, check or write the format version, and load the
  * bounds, in one transaction that is committed so the handles stay valid. */
 static int s_open_dbs(journal_t *self)
@@ -392,6 +441,15 @@ static int s_open_dbs(journal_t *self)
             goto abort_txn;
         }
     } else {
+        jrc = s_fail("meta_get", rc);
+        goto abort_txn;
+    }
+    key = (MDB_val){sizeof LOGFILE_ANCHOR_KEY - 1, LOGFILE_ANCHOR_KEY};
+    rc = mdb_get(txn, self->meta_db, &key, &val);
+    if (rc == 0 && logfile_anchor_decode(val.mv_data, val.mv_size, &self->anchor) != LOGFILE_OK) {
+        jrc = s_corrupt("anchor", 0);
+        goto abort_txn;
+    } else if (rc && rc != MDB_NOTFOUND) {
         jrc = s_fail("meta_get", rc);
         goto abort_txn;
     }
@@ -604,14 +662,8 @@ journal_t *journal_new(const journal_opts_t *opts)
     }
     if (s_env_mapsize(self))
         goto close_env;
-    if (!self->read_only && self->map_size < map_init) {
-        if ((rc = mdb_env_set_mapsize(self->env, map_init))) {
-            (void)s_fail("set_mapsize", rc);
-            goto close_env;
-        }
-        if (s_env_mapsize(self))
-            goto close_env;
-    }
+    if (!self->read_only && self->map_size < map_init && s_set_mapsize(self, map_init))
+        goto close_env;
     int mk = mdb_env_get_maxkeysize(self->env);
     self->max_key = mk > 0 && (size_t)mk < KEY_BUF ? (size_t)mk : KEY_BUF - 1;
     if (s_open_dbs(self))
@@ -622,9 +674,10 @@ journal_t *journal_new(const journal_opts_t *opts)
     self->prefill = !self->read_only && !opts->no_sync;
     s_prefill(self);
     log_info("journal",
-             "event=opened dir=%s first_seq=%llu last_seq=%llu map_size=%zu map_max=%zu read_only=%d "
-             "sync=%d",
+             "event=opened dir=%s first_seq=%llu last_seq=%llu deleted=%llu map_size=%zu map_max=%zu "
+             "read_only=%d sync=%d",
              qdir, (unsigned long long)self->first_seq, (unsigned long long)self->last_seq,
+             (unsigned long long)self->anchor.seq,
              self->map_size, self->map_max, self->read_only, !opts->no_sync);
     return self;
 
@@ -648,6 +701,7 @@ void journal_destroy(journal_t **self_p)
     free(self->pending);
     free(self->batch_slots);
     free(self->scratch);
+    free(self->keep);
     crypto_sha256_destroy(&self->hasher);
     free(self->data_path);
     free(self);
@@ -667,10 +721,7 @@ static int s_grow(journal_t *self)
     }
     size_t old = self->map_size;
     size_t next = old > self->map_max / 2 ? self->map_max : old * 2;
-    int rc = mdb_env_set_mapsize(self->env, next);
-    if (rc)
-        return s_fail("set_mapsize", rc);
-    int jrc = s_env_mapsize(self);
+    int jrc = s_set_mapsize(self, next);
     if (jrc)
         return jrc;
     if (self->map_size <= old) /* LMDB kept the old size: do not loop */
@@ -866,8 +917,10 @@ static int s_write(journal_t *self, journal_entry_t *entries, size_t n,
         if (jrc)
             return jrc;
         if (head.last != self->last_seq) {
-            if (self->first_seq == 0)
+            if (self->first_seq == 0) {
                 self->first_seq = self->last_seq + 1;
+                self->first_received_at = head.received_at;
+            }
             self->last_seq = head.last;
             self->last_received_at = head.received_at;
             memcpy(self->last_chain, head.chain, sizeof head.chain);
@@ -1243,10 +1296,15 @@ int journal_stats(journal_t *self, journal_stats_t *out)
         return jrc;
     MDB_stat st;
     MDB_envinfo info;
+    journal_record_t first = {.received_at = 0};
     int rc = mdb_stat(txn, self->log_db, &st);
+    if (rc == 0 && self->first_seq)
+        jrc = s_entry_get(self, txn, self->first_seq, &first);
     mdb_txn_abort(txn);
     if (rc)
         return s_fail("stat", rc);
+    if (jrc)
+        return jrc;
     if ((rc = mdb_env_info(self->env, &info)))
         return s_fail("env_info", rc);
     struct stat fst;
@@ -1257,12 +1315,354 @@ int journal_stats(journal_t *self, journal_stats_t *out)
     self->map_size = info.me_mapsize;
     *out = (journal_stats_t){
         .entries = st.ms_entries,
+        .log_bytes = (uint64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) * st.ms_psize,
         .map_size = info.me_mapsize,
         .map_max = self->map_max,
         .used_bytes = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize,
         .file_bytes = (uint64_t)fst.st_size,
+        .first_time = first.received_at,
     };
     return JOURNAL_OK;
+}
+
+/* --- retention ------------------------------------------------------------ */
+
+/* Parse "agency/name, agency/name" into self->keep. */
+static int s_keep_parse(journal_t *self, const char *list)
+{
+    size_t n = 0, len = list ? strlen(list) : 0;
+    for (size_t i = 0; i < len; i++)
+        n += list[i] == ',';
+    s_keep_t *keep = calloc(n + 1, sizeof *keep);
+    char *copy = len ? strdup(list) : NULL;
+    if (!keep || (len && !copy)) {
+        free(keep);
+        free(copy);
+        return JOURNAL_IO;
+    }
+    size_t k = 0;
+    char *save = NULL;
+    for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        size_t tl = strlen(tok);
+        while (tl && (tok[tl - 1] == ' ' || tok[tl - 1] == '\t'))
+            tok[--tl] = '\0';
+        if (!tl)
+            continue;
+        char *slash = strchr(tok, '/');
+        char quoted[KEY_BUF];
+        if (slash)
+            *slash = '\0';
+        if (!slash || !codec_agency_valid(tok) || !codec_name_valid(slash + 1)) {
+            if (slash)
+                *slash = '/';
+            log_error("journal", "event=retention_invalid keep=%s reason=\"not agency/subscription\"",
+                      log_quote(tok, quoted, sizeof quoted));
+            free(keep);
+            free(copy);
+            return JOURNAL_INVALID;
+        }
+        s_keep_t *e = &keep[k++];
+        e->key_len = s_pair_key(self, tok, slash + 1, e->key);
+        snprintf(e->name, sizeof e->name, "%s/%s", tok, slash + 1);
+    }
+    free(copy);
+    free(self->keep);
+    self->keep = keep;
+    self->n_keep = k;
+    return JOURNAL_OK;
+}
+
+int journal_retention_set(journal_t *self, const journal_retention_t *rules)
+{
+    assert(self && rules);
+    if (self->read_only)
+        return JOURNAL_INVALID;
+    int jrc = s_keep_parse(self, rules->keep);
+    if (jrc)
+        return jrc;
+    self->ret = *rules;
+    self->ret.keep = NULL;
+    if (!self->ret.batch)
+        self->ret.batch = RETENTION_BATCH;
+    for (size_t i = 0; i < self->n_keep; i++)
+        log_info("journal", "event=retention_keep subscription=%s", self->keep[i].name);
+    return JOURNAL_OK;
+}
+
+/* The last seq retention may delete in txn, and what holds it there: the
+ * newest entry, the newest checkpoint, or a kept subscription (*keep_of then
+ * names it, and *limit is its cursor). */
+static int s_retain_limit(journal_t *self, MDB_txn *txn, uint64_t *limit, const s_keep_t **keep_of)
+{
+    *limit = self->last_seq - 1;
+    *keep_of = NULL;
+    if (self->ret.covered_only) {
+        uint64_t cp = 0, probe = 0;
+        MDB_cursor *cur;
+        int rc = self->has_checkpoints ? mdb_cursor_open(txn, self->checkpoints_db, &cur) : MDB_NOTFOUND;
+        if (rc == 0) {
+            MDB_val key = {sizeof probe, &probe}, val;
+            rc = mdb_cursor_get(cur, &key, &val, MDB_LAST);
+            if (rc == 0 && key.mv_size == sizeof cp)
+                memcpy(&cp, key.mv_data, sizeof cp);
+            mdb_cursor_close(cur);
+        }
+        if (rc && rc != MDB_NOTFOUND)
+            return s_fail("checkpoint_last", rc);
+        if (cp < *limit)
+            *limit = cp;
+    }
+    for (size_t i = 0; i < self->n_keep; i++) {
+        const s_keep_t *k = &self->keep[i];
+        MDB_val key = {k->key_len, (void *)k->key}, val;
+        uint64_t acked = 0; /* no cursor yet: it has acknowledged nothing */
+        int rc = mdb_get(txn, self->cursors_db, &key, &val);
+        if (rc == 0 && val.mv_size >= CURSOR_HDR)
+            acked = s_get_u64le(val.mv_data);
+        else if (rc == 0)
+            return s_corrupt("cursor", 0);
+        else if (rc != MDB_NOTFOUND)
+            return s_fail("cursor_get", rc);
+        if (acked < *limit) {
+            *limit = acked;
+            *keep_of = k;
+        }
+    }
+    return JOURNAL_OK;
+}
+
+/* Entries the size limit makes due now, from the log's pages and their
+ * average entry: an estimate, corrected by the next call. */
+static int s_retain_size_due(journal_t *self, MDB_txn *txn, uint64_t *due)
+{
+    *due = 0;
+    if (!self->ret.max_bytes)
+        return JOURNAL_OK;
+    MDB_stat st;
+    int rc = mdb_stat(txn, self->log_db, &st);
+    if (rc)
+        return s_fail("log_stat", rc);
+    uint64_t bytes = (uint64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) * st.ms_psize;
+    if (bytes <= self->ret.max_bytes || st.ms_entries == 0)
+        return JOURNAL_OK;
+    uint64_t avg = bytes / st.ms_entries;
+    avg = avg ? avg : 1;
+    *due = (bytes - self->ret.max_bytes + avg - 1) / avg;
+    return JOURNAL_OK;
+}
+
+/* What one deleting transaction did, published after its commit. */
+typedef struct {
+    size_t deleted;
+    logfile_anchor_t anchor;   /* the last entry deleted */
+    uint64_t first;            /* the new first seq and its received_at */
+    int64_t first_received_at;
+    bool by_age, by_size;
+    const s_keep_t *held_by;   /* a kept subscription held due entries */
+    uint64_t held_at;          /* its cursor */
+} s_retained_t;
+
+/* Read the first entry through cur. JOURNAL_NOTFOUND when the log is empty. */
+static int s_retain_first(MDB_cursor *cur, journal_record_t *rec)
+{
+    MDB_val key, val;
+    int rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
+    if (rc == MDB_NOTFOUND)
+        return JOURNAL_NOTFOUND;
+    if (rc)
+        return s_fail("retain_first", rc);
+    uint64_t seq = 0;
+    if (key.mv_size == sizeof seq)
+        memcpy(&seq, key.mv_data, sizeof seq);
+    if (seq == 0 || s_entry_split(seq, &val, rec)) {
+        log_limited(LOG_ERROR, "journal", "journal.retain", "event=corrupt what=retain_first seq=%llu",
+                    (unsigned long long)seq);
+        return JOURNAL_CORRUPT;
+    }
+    return JOURNAL_OK;
+}
+
+/* Drop the checkpoints older than the anchor: they name entries that are
+ * gone, so nothing can check them any more. One at the anchor's seq stays:
+ * it names the anchor's chain hash, and so vouches for it. */
+static int s_retain_checkpoints(journal_t *self, MDB_txn *txn, uint64_t anchor)
+{
+    if (!self->has_checkpoints)
+        return JOURNAL_OK;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, self->checkpoints_db, &cur);
+    if (rc)
+        return s_fail("cursor_open", rc);
+    MDB_val key, val;
+    while ((rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST)) == 0) {
+        uint64_t seq = 0;
+        if (key.mv_size == sizeof seq)
+            memcpy(&seq, key.mv_data, sizeof seq);
+        if (seq >= anchor)
+            break;
+        if ((rc = mdb_cursor_del(cur, 0)))
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc && rc != MDB_NOTFOUND ? s_fail("checkpoint_del", rc) : JOURNAL_OK;
+}
+
+/* One attempt at one deleting transaction; nothing in self changes. */
+static int s_try_retain(journal_t *self, int64_t now_us, s_retained_t *out)
+{
+    memset(out, 0, sizeof *out);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc)
+        return s_fail("write_begin", rc);
+    uint64_t limit, size_due;
+    const s_keep_t *keep_of;
+    int jrc = s_retain_limit(self, txn, &limit, &keep_of);
+    if (!jrc)
+        jrc = s_retain_size_due(self, txn, &size_due);
+    if (jrc)
+        goto abort_txn;
+    int64_t cutoff = self->ret.max_age_us ? now_us - self->ret.max_age_us : INT64_MIN;
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, self->log_db, &cur))) {
+        jrc = s_fail("cursor_open", rc);
+        goto abort_txn;
+    }
+    journal_record_t rec;
+    while ((jrc = s_retain_first(cur, &rec)) == JOURNAL_OK && out->deleted < self->ret.batch) {
+        bool by_size = out->deleted < size_due, by_age = rec.received_at < cutoff;
+        if (!by_size && !by_age)
+            break;
+        if (rec.seq > limit) {
+            if (keep_of) {
+                out->held_by = keep_of;
+                out->held_at = limit;
+            }
+            break;
+        }
+        out->anchor = (logfile_anchor_t){.seq = rec.seq, .received_at = rec.received_at};
+        memcpy(out->anchor.chain, rec.chain, sizeof rec.chain);
+        out->by_age |= by_age;
+        out->by_size |= by_size;
+        if ((rc = mdb_cursor_del(cur, 0))) {
+            jrc = s_fail("log_del", rc);
+            break;
+        }
+        out->deleted++;
+    }
+    if (jrc == JOURNAL_OK) {
+        out->first = rec.seq;
+        out->first_received_at = rec.received_at;
+    }
+    mdb_cursor_close(cur);
+    if (jrc || out->deleted == 0) /* the newest entry is kept, so NOTFOUND is a fault too */
+        goto abort_txn;
+    uint8_t buf[LOGFILE_ANCHOR_LEN];
+    logfile_anchor_encode(&out->anchor, buf);
+    MDB_val key = {sizeof LOGFILE_ANCHOR_KEY - 1, LOGFILE_ANCHOR_KEY}, val = {sizeof buf, buf};
+    if ((rc = mdb_put(txn, self->meta_db, &key, &val, 0))) {
+        jrc = s_fail("anchor_put", rc);
+        goto abort_txn;
+    }
+    if ((jrc = s_retain_checkpoints(self, txn, out->anchor.seq)))
+        goto abort_txn;
+    rc = mdb_txn_commit(txn);
+    return rc ? s_fail("commit", rc) : JOURNAL_OK;
+abort_txn:
+    mdb_txn_abort(txn);
+    if (jrc == JOURNAL_NOTFOUND)
+        jrc = s_corrupt("log_empty", self->last_seq);
+    out->deleted = 0;
+    return jrc;
+}
+
+/* The lines of journal_retain: a summary at the first deletion and then at
+ * most once a minute; a warning at most once a minute while held. */
+static void s_retain_log(journal_t *self, const s_retained_t *r)
+{
+    int64_t now = codec_mono_ms();
+    self->ret_unlogged += r->deleted;
+    self->ret_by_age |= r->by_age;
+    self->ret_by_size |= r->by_size;
+    if (self->ret_unlogged && (!self->ret_logged_ms || now - self->ret_logged_ms >= RETENTION_LOG_MS)) {
+        char oldest[KEYFILE_TIME_LEN];
+        keyfile_time_format(self->first_received_at / 1000000, oldest, sizeof oldest);
+        log_info("journal", "event=retention_deleted entries=%llu by=%s first_seq=%llu oldest=%s deleted_total=%llu",
+                 (unsigned long long)self->ret_unlogged,
+                 self->ret_by_age && self->ret_by_size ? "age,size" : self->ret_by_age ? "age" : "size",
+                 (unsigned long long)self->first_seq, oldest, (unsigned long long)self->anchor.seq);
+        self->ret_unlogged = 0;
+        self->ret_by_age = self->ret_by_size = false;
+        self->ret_logged_ms = now;
+    }
+    if (r->held_by && (!self->held_logged_ms || now - self->held_logged_ms >= RETENTION_LOG_MS)) {
+        log_warn("journal",
+                 "event=retention_held subscription=%s cursor=%llu first_seq=%llu effect=\"due entries after the "
+                 "subscription's cursor are kept until it acknowledges them\"",
+                 r->held_by->name, (unsigned long long)r->held_at, (unsigned long long)self->first_seq);
+        self->held_logged_ms = now;
+    }
+}
+
+int journal_retain(journal_t *self, int64_t now_us, size_t *deleted)
+{
+    assert(self && deleted);
+    *deleted = 0;
+    if (self->read_only)
+        return JOURNAL_INVALID;
+    if ((!self->ret.max_age_us && !self->ret.max_bytes) || self->first_seq == 0 ||
+        self->first_seq >= self->last_seq)
+        return JOURNAL_OK;
+    /* Nothing can be due by age alone before the first entry is: no
+     * transaction at all, which is what an idle turn mostly finds. */
+    if (!self->ret.max_bytes && self->first_received_at >= now_us - self->ret.max_age_us)
+        return JOURNAL_OK;
+    s_retained_t r;
+    int jrc;
+    bool lent = false;
+    while ((jrc = s_try_retain(self, now_us, &r)) == JOURNAL_FULL) {
+        if (s_grow(self) == JOURNAL_OK)
+            continue;
+        /* At the ceiling LMDB has no page left even for the copies a
+         * deletion makes, though only a deletion can make room: lend it a
+         * little map beyond the ceiling, once, and take back after the
+         * commit what it did not use (LMDB keeps the map at least as large
+         * as the pages in use, so the file ends a few pages over map_max). */
+        if (lent || (jrc = s_set_mapsize(self, self->map_max + RETENTION_RESERVE)))
+            break;
+        lent = true;
+        log_limited(LOG_WARN, "journal", "journal.ceiling", "event=retention_at_ceiling map_max=%zu lent=%zu",
+                    self->map_max, (size_t)RETENTION_RESERVE);
+    }
+    if (lent) {
+        int src = s_set_mapsize(self, self->map_max);
+        jrc = jrc ? jrc : src;
+    }
+    if (jrc)
+        return jrc;
+    self->held = r.held_by != NULL;
+    if (r.deleted) {
+        self->anchor = r.anchor;
+        self->first_seq = r.first;
+        self->first_received_at = r.first_received_at;
+        *deleted = r.deleted;
+    }
+    s_retain_log(self, &r);
+    return JOURNAL_OK;
+}
+
+void journal_retention_stats(const journal_t *self, journal_retention_stats_t *out)
+{
+    *out = (journal_retention_stats_t){
+        .first_seq = self->first_seq,
+        .deleted_total = self->anchor.seq,
+        .oldest_us = self->first_seq ? self->first_received_at : 0,
+        .anchor_seq = self->anchor.seq,
+        .anchor_us = self->anchor.received_at,
+        .held = self->held,
+    };
 }
 
 const char *journal_strerror(int code)

@@ -21,6 +21,15 @@
  * sequence by binary search; an append is durable once journal_append_batch
  * returned JOURNAL_OK in durable mode (one fsync per batch: group commit).
  *
+ * Retention (journal_retain) deletes entries from the front only, so the
+ * log is always first_seq..last_seq without gaps, first_seq grows, and the
+ * newest entry is never deleted. Each deleting transaction also writes the
+ * anchor (meta "anchor": the last deleted seq, its received_at and chain
+ * hash), from which the retained chain still verifies, and drops the
+ * checkpoints older than the anchor. LMDB puts the freed pages on its free
+ * list and later appends reuse them, so under a steady load the file stops
+ * growing; that needs no long-lived read transaction, and there is none.
+ *
  * The map grows by doubling (only between transactions) up to map_max; past
  * that, batches fail with JOURNAL_FULL and nothing of them is written, while
  * reads keep working. No read transaction outlives a call, so LMDB can always
@@ -161,12 +170,74 @@ int journal_cursor_each(journal_t *self, journal_cursor_fn fn, void *arg);
 
 typedef struct {
     uint64_t entries;      /* entries in the log */
+    uint64_t log_bytes;    /* the log's pages (entries and B-tree) * page size */
     uint64_t map_size;     /* current map size, bytes */
     uint64_t map_max;      /* ceiling, bytes */
     uint64_t used_bytes;   /* pages in use * page size */
     uint64_t file_bytes;   /* size of data.mdb on disk */
+    int64_t first_time;    /* received_at of the first entry (µs), 0 when empty */
 } journal_stats_t;
+/* The figures above, from one short read transaction (civibus_log_entries,
+ * civibus_log_bytes, civibus_map_*_bytes,
+ * civibus_retention_oldest_timestamp_seconds). */
 int journal_stats(journal_t *self, journal_stats_t *out);
+
+/* --- retention ------------------------------------------------------------ */
+
+/* Which entries retention deletes. An entry is due when it was received more
+ * than max_age_us ago, or while the log's pages (journal_stats_t.log_bytes)
+ * exceed max_bytes; due entries are deleted oldest first, and deletion stops
+ * at the first entry that is not due or that is held:
+ *   - the newest entry is always kept (the numbering and the chain head
+ *     then survive a restart);
+ *   - with covered_only, an entry after the newest checkpoint is kept, so
+ *     that a signed checkpoint always covers the anchor (docs/LOG.md);
+ *   - an entry after the saved cursor of a subscription named in keep is
+ *     kept, whatever the limits; a named subscription without a saved cursor
+ *     holds the whole log. */
+typedef struct {
+    int64_t max_age_us; /* 0: no limit by age */
+    uint64_t max_bytes; /* 0: no limit by size */
+    const char *keep;   /* "agency/name,agency/name" (NULL or "": none); copied */
+    size_t batch;       /* entries deleted per transaction, at most (0: 1000) */
+    bool covered_only;  /* keep what no checkpoint covers yet (a hub with a signing key) */
+} journal_retention_t;
+
+/* Set or replace the retention rules (none by default: keep everything).
+ * JOURNAL_INVALID (logged) on a read-only handle or when an entry of keep
+ * is not a valid agency id, '/', and a valid subscription name. */
+int journal_retention_set(journal_t *self, const journal_retention_t *rules);
+
+/* Delete the due entries at the front of the log, at most `batch` of them,
+ * in one write transaction (synced unless no_sync) that also updates the
+ * anchor and drops the checkpoints before it. Opens no transaction at all
+ * when no limit is set. *deleted gets the number deleted: 0 when nothing is
+ * due or everything due is held (then nothing was committed). Logs one
+ * summary line (event=retention_deleted) at the first deletion and then at
+ * most one a minute, and event=retention_held, at most once a minute, while
+ * a kept subscription holds due entries. A deletion writes a few pages too
+ * (copy-on-write), so it grows the map like a batch; at map_max, where only
+ * a deletion can make room, it may take up to 1 MiB more (logged as
+ * event=retention_at_ceiling), of which the map keeps only the pages used.
+ * Returns JOURNAL_OK, JOURNAL_FULL (not even that was enough: nothing
+ * deleted), JOURNAL_NOSPACE, JOURNAL_IO, JOURNAL_CORRUPT (the first entry
+ * does not parse), or JOURNAL_INVALID for a read-only handle. */
+int journal_retain(journal_t *self, int64_t now_us, size_t *deleted);
+
+/* For metrics and status, as of the last commit. Free. */
+typedef struct {
+    uint64_t first_seq;     /* journal_first_seq */
+    uint64_t deleted_total; /* civibus_retention_deleted_total: entries retention
+                             * deleted over the log's life (= anchor_seq, as
+                             * seqs start at 1 and only the front is deleted) */
+    int64_t oldest_us;      /* civibus_retention_oldest_timestamp_seconds (÷ 1e6):
+                             * received_at of first_seq; 0 when the log is empty */
+    uint64_t anchor_seq;    /* the last deleted seq (0: nothing deleted) */
+    int64_t anchor_us;      /* its received_at: a start time at or before it
+                             * asks for deleted entries */
+    bool held;              /* a kept subscription holds entries that are due */
+} journal_retention_stats_t;
+void journal_retention_stats(const journal_t *self, journal_retention_stats_t *out);
 
 const char *journal_strerror(int code);
 

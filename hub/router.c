@@ -24,6 +24,9 @@
 
 #include "auth.h"
 #include "crypto.h"
+#include "http.h"
+#include "metrics.h"
+#include "peers.h"
 #include "evsign.h"
 #include "batch.h"
 #include "chain.h"
@@ -45,7 +48,8 @@
 /* One router per context, so the name is unique where it must be. */
 #define MONITOR_ENDPOINT "inproc://civibus-monitor"
 #define MONITOR_EVENTS                                                                                          \
-    (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+    (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | \
+     ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)
 #define READ_BURST 4096       /* messages read before the batch is committed */
 #define REPLAY_MAX_BYTES (128 * 1024)
 /* Messages queued per peer, each way. Publish replies must not be dropped
@@ -63,10 +67,12 @@
 #define IDLE_POLL_MS 250
 #define BUSY_POLL_MS 5
 #define EXPIRE_EVERY_MS 1000
-#define CODE_COUNT 11
+#define RETAIN_RETRY_MS 1000 /* retention waits this long after a failure */
+#define CODE_COUNT 12
 #define TRANSPORT_SLACK (64 * 1024)
 #define KEY_WARN_EVERY_MS (24 * 3600 * 1000LL) /* expiring keys are logged daily */
 #define DAY_S (24 * 3600)
+#define REPORT_EVERY_MS 1000 /* documents rendered for the monitoring endpoint */
 
 typedef Civibus__V1__ErrorCode s_code_t;
 #define C(x) CIVIBUS__V1__ERROR_CODE__##x
@@ -80,6 +86,7 @@ typedef struct {
     Civibus__V1__PublishResult *results;
     Civibus__V1__PublishResult **result_ptrs;
     size_t n;
+    int64_t received_us; /* metrics_clock_us() at receipt */
 } s_request_t;
 
 typedef struct {
@@ -93,7 +100,7 @@ typedef struct {
 } s_stats_t;
 
 struct router {
-    const config_t *cfg;
+    config_t *cfg; /* borrowed; config_reload updates it */
     void *ctx;
     void *sock;
     void *monitor; /* PAIR reading the ROUTER's monitor events; NULL if it could not start */
@@ -102,7 +109,10 @@ struct router {
     journal_t *journal;
     chain_t *chain; /* NULL: no signing key, no checkpoints */
     subs_t *subs;
-    quota_t *quota;
+    metrics_t *metrics;
+    peers_t *peers; /* who is connected, from the monitor and the messages */
+    quota_t *quota; /* per-agency ceilings; its connections are peers' */
+    http_t *http;   /* borrowed; NULL: no monitoring endpoint */
     char endpoint[256];
     char instance[33];
     int64_t started_at;
@@ -116,16 +126,23 @@ struct router {
     size_t n_held; /* events of all pending requests, refused ones included */
 
     batch_t replay;
+    bool retention;   /* a retention limit is set */
+    bool retain_more; /* the last turn's retention stopped at its budget */
+    int64_t retain_after_ms; /* after a failure, retention waits until then */
     s_stats_t stats;
     int64_t last_flush_ms;
     int64_t last_expire_ms;
     int64_t last_key_warn_ms;
+    int64_t last_report_ms;
 };
 
-static void s_refuse_count(router_t *self, s_code_t code)
+/* Count a coded refusal sent to agency (NULL: a sender without identity),
+ * and keep it for the monitoring endpoint with the reason it was given. */
+static void s_refuse_count(router_t *self, const char *agency, s_code_t code, const char *reason)
 {
     if ((int)code >= 0 && (int)code < CODE_COUNT)
         self->stats.refused[code]++;
+    metrics_refused(self->metrics, agency, (int)code, reason);
 }
 
 /* ---- publish --------------------------------------------------------- */
@@ -163,15 +180,25 @@ static void s_request_free(s_request_t *r)
     codec_client_free(&r->msg);
 }
 
+/* One line per refused event, rate-limited per code so that a flood of one
+ * kind (bad_signature) does not hide another (not_authorised). The reason
+ * is the hub's own text; quoted all the same. */
+static void s_log_refusal(const char *agency, s_code_t code, const char *reason)
+{
+    char key[64], quoted[600];
+    snprintf(key, sizeof key, "publish_refused.%s", codec_error_name(code));
+    log_limited(LOG_WARN, "router", key, "event=publish_refused agency=%s code=%s reason=%s", agency,
+                codec_error_name(code), log_quote(reason, quoted, sizeof quoted));
+}
+
 static void s_result_refuse(router_t *self, s_request_t *r, size_t i, s_code_t code, const char *reason,
                             const char *agency)
 {
     Civibus__V1__PublishResult *res = &r->results[i];
     res->code = code;
     res->reason = strdup(reason);
-    s_refuse_count(self, code);
-    log_limited(LOG_WARN, "router", "router.refused", "event=publish_refused agency=%s code=%s reason=\"%s\"",
-                agency, codec_error_name(code), reason);
+    s_refuse_count(self, agency, code, reason);
+    s_log_refusal(agency, code, reason);
 }
 
 /* Validate every event of a Publish and queue the good ones for the batch.
@@ -267,9 +294,8 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
         char reason[128];
         snprintf(reason, sizeof reason, "a publish may carry at most %" PRIu64 " events (batch_max), not %zu",
                  self->cfg->batch_max, n);
-        s_refuse_count(self, C(TOO_LARGE));
-        log_limited(LOG_WARN, "router", "router.refused", "event=publish_refused agency=%s code=too_large reason=\"%s\"",
-                    agency, reason);
+        s_refuse_count(self, agency, C(TOO_LARGE), reason);
+        s_log_refusal(agency, C(TOO_LARGE), reason);
         wire_send_error(self->sock, peer, request_id, NULL, C(TOO_LARGE), reason);
         codec_client_free(&msg);
         return;
@@ -278,6 +304,7 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
     memset(r, 0, sizeof *r);
     r->peer = *peer;
     r->request_id = pub->request_id;
+    r->received_us = metrics_clock_us();
     r->msg = msg;
     r->events = calloc(n ? n : 1, sizeof *r->events);
     r->results = calloc(n ? n : 1, sizeof *r->results);
@@ -360,7 +387,7 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
 nomem:
     codec_client_free(&msg);
     wire_send_error(self->sock, peer, request_id, NULL, C(UNAVAILABLE), "hub out of memory; retry later");
-    s_refuse_count(self, C(UNAVAILABLE));
+    s_refuse_count(self, agency, C(UNAVAILABLE), "hub out of memory; retry later");
 }
 
 /* Commit the batch and answer every pending request. */
@@ -373,9 +400,11 @@ static void s_commit(router_t *self)
     int rc = JOURNAL_OK;
     if (self->n_entries) {
         n_cursors = subs_take_dirty(self->subs, &cursors);
-        int64_t t0 = codec_mono_ms();
+        int64_t t0 = metrics_clock_us();
         rc = journal_append_batch(self->journal, self->entries, self->n_entries, cursors, n_cursors);
-        int64_t took = codec_mono_ms() - t0;
+        int64_t took_us = metrics_clock_us() - t0, took = took_us / 1000;
+        metrics_commit(self->metrics, took_us, self->n_entries);
+        metrics_storage_full(self->metrics, rc == JOURNAL_FULL || rc == JOURNAL_NOSPACE);
         if (took >= SLOW_COMMIT_MS)
             log_limited(LOG_WARN, "router", "router.slow_commit", "event=slow_commit ms=%" PRId64 " events=%zu",
                         took, self->n_entries);
@@ -392,6 +421,7 @@ static void s_commit(router_t *self)
         if (rc == JOURNAL_OK) {
             res->seq = e->seq;
             res->duplicate = e->duplicate;
+            metrics_event(self->metrics, e->source, e->duplicate);
             if (e->duplicate)
                 self->stats.duplicates++;
             else
@@ -401,11 +431,11 @@ static void s_commit(router_t *self)
             res->reason = strdup(rc == JOURNAL_FULL
                                      ? "the log reached its storage ceiling (map_size_max); retry later"
                                      : "the hub's disk is full; retry later");
-            s_refuse_count(self, res->code);
+            s_refuse_count(self, e->source, res->code, res->reason);
         } else {
             res->code = C(INTERNAL);
             res->reason = strdup("the hub could not write its log; retry later");
-            s_refuse_count(self, res->code);
+            s_refuse_count(self, e->source, res->code, res->reason);
         }
     }
     if (rc != JOURNAL_OK)
@@ -421,6 +451,7 @@ static void s_commit(router_t *self)
         msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_PUBLISH_REPLY;
         msg.publish_reply = &reply;
         int wrc = wire_send(self->sock, &r->peer, &msg);
+        metrics_publish_replied(self->metrics, metrics_clock_us() - r->received_us);
         if (wrc != WIRE_OK) {
             /* The events are durable; the publisher's retry gets them
              * answered as duplicates with the same sequence numbers. */
@@ -446,12 +477,19 @@ static void s_on_subscribe(router_t *self, const wire_peer_t *peer, const char *
 {
     char reason[256] = "";
     uint64_t next = 0;
-    s_code_t code = subs_open(self->subs, agency, key, peer, req, &next, reason, sizeof reason);
+    s_code_t code = C(UNAVAILABLE);
+    if (quota_subscription(self->quota, agency, subs_agency_count(self->subs, agency, req->name), reason,
+                           sizeof reason) == QUOTA_OK)
+        code = subs_open(self->subs, agency, key, peer, req, &next, reason, sizeof reason);
     if (code != C(OK)) {
-        s_refuse_count(self, code);
-        log_limited(LOG_WARN, "router", "router.subscribe", "event=subscribe_refused agency=%s code=%s reason=\"%s\"",
-                    agency, codec_error_name(code), reason);
-        wire_send_error(self->sock, peer, 0, req->name, code, reason);
+        s_refuse_count(self, agency, code, reason);
+        char quoted[600];
+        log_limited(LOG_WARN, "router", "subscribe_refused", "event=subscribe_refused agency=%s code=%s reason=%s",
+                    agency, codec_error_name(code), log_quote(reason, quoted, sizeof quoted));
+        if (code == C(BEHIND_RETENTION))
+            wire_send_behind(self->sock, peer, 0, req->name, next, journal_first_seq(self->journal) - 1);
+        else
+            wire_send_error(self->sock, peer, 0, req->name, code, reason);
         return;
     }
     Civibus__V1__SubscribeReply rep = CIVIBUS__V1__SUBSCRIBE_REPLY__INIT;
@@ -466,14 +504,16 @@ static void s_on_subscribe(router_t *self, const wire_peer_t *peer, const char *
     wire_send(self->sock, peer, &msg);
 }
 
-static void s_session_answer(router_t *self, const wire_peer_t *peer, const char *name, s_code_t code)
+static void s_session_answer(router_t *self, const wire_peer_t *peer, const char *agency, const char *name,
+                             s_code_t code)
 {
     if (code == C(OK))
         return;
-    s_refuse_count(self, code);
+    const char *reason = "no such subscription on this connection; subscribe again";
+    s_refuse_count(self, agency, code, reason);
     log_limited(LOG_INFO, "router", "router.nosession", "event=unknown_subscription subscription=%s",
                 codec_name_valid(name) ? name : "-");
-    wire_send_error(self->sock, peer, 0, name, code, "no such subscription on this connection; subscribe again");
+    wire_send_error(self->sock, peer, 0, name, code, reason);
 }
 
 typedef struct {
@@ -488,6 +528,17 @@ static bool s_replay_allows(const void *arg, const char *type, size_t len)
     return policy_allows(m->policy, m->agency, POLICY_SUBSCRIBE, type, len, NULL);
 }
 
+/* A replay asked for entries retention deleted: never start after them
+ * silently. */
+static void s_replay_behind(router_t *self, const wire_peer_t *peer, const char *agency, uint64_t request_id,
+                            uint64_t lost_from, uint64_t lost_to)
+{
+    s_refuse_count(self, agency, C(BEHIND_RETENTION), "replay asked for entries retention deleted");
+    log_limited(LOG_INFO, "router", "router.replay", "event=replay_refused agency=%s code=behind_retention "
+                "lost_from=%" PRIu64 " lost_to=%" PRIu64, agency, lost_from, lost_to);
+    wire_send_behind(self->sock, peer, request_id, NULL, lost_from, lost_to);
+}
+
 static void s_on_replay(router_t *self, const wire_peer_t *peer, const char *agency, const Civibus__V1__Replay *req)
 {
     uint64_t first = journal_first_seq(self->journal), last = journal_last_seq(self->journal);
@@ -498,19 +549,29 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const char *age
     Civibus__V1__StartPoint__Kind kind = sp ? sp->kind : CIVIBUS__V1__START_POINT__KIND__FIRST;
     if (kind == CIVIBUS__V1__START_POINT__KIND__SEQ) {
         if (sp->seq == 0) {
-            s_refuse_count(self, C(BAD_REQUEST));
+            s_refuse_count(self, agency, C(BAD_REQUEST), "sequence numbers start at 1");
             log_limited(LOG_WARN, "router", "router.badreq", "event=replay_refused reason=seq_zero");
             wire_send_error(self->sock, peer, req->request_id, NULL, C(BAD_REQUEST), "sequence numbers start at 1");
             return;
         }
-        from = sp->seq < first ? first : sp->seq;
+        from = sp->seq;
+        if (from < first) {
+            s_replay_behind(self, peer, agency, req->request_id, from, first - 1);
+            return;
+        }
     } else if (kind == CIVIBUS__V1__START_POINT__KIND__TIME) {
+        journal_retention_stats_t rs;
+        journal_retention_stats(self->journal, &rs);
+        if (rs.anchor_seq && sp->time <= rs.anchor_us) {
+            s_replay_behind(self, peer, agency, req->request_id, 0, first - 1);
+            return;
+        }
         if (journal_seq_at_time(self->journal, sp->time, &from) != JOURNAL_OK) {
             wire_send_error(self->sock, peer, req->request_id, NULL, C(INTERNAL), "cannot search the log by time");
             return;
         }
     } else if (kind != CIVIBUS__V1__START_POINT__KIND__FIRST && kind != CIVIBUS__V1__START_POINT__KIND__CURSOR) {
-        s_refuse_count(self, C(BAD_REQUEST));
+        s_refuse_count(self, agency, C(BAD_REQUEST), "replay starts at first, a sequence number or a time");
         wire_send_error(self->sock, peer, req->request_id, NULL, C(BAD_REQUEST),
                         "replay starts at first, a sequence number or a time");
         return;
@@ -521,7 +582,7 @@ static void s_on_replay(router_t *self, const wire_peer_t *peer, const char *age
     int rc = batch_fill(b, self->journal, from, count, REPLAY_MAX_BYTES, count, self->policy ? s_replay_allows : NULL,
                         &match);
     if (rc != JOURNAL_OK) {
-        s_refuse_count(self, C(INTERNAL));
+        s_refuse_count(self, agency, C(INTERNAL), "cannot read the log");
         log_limited(LOG_ERROR, "router", "router.replay", "event=replay_failed error=\"%s\"", journal_strerror(rc));
         wire_send_error(self->sock, peer, req->request_id, NULL, C(INTERNAL), "cannot read the log");
         return;
@@ -604,14 +665,18 @@ static void s_on_status(router_t *self, const wire_peer_t *peer, const char *age
 /* The latest signed checkpoint, for whoever keeps them outside the hub
  * (docs/LOG.md). It is the one the hub made last, not a fresh one: a
  * request must not cost the hub a signature and an fsync. */
-static void s_on_checkpoint(router_t *self, const wire_peer_t *peer, const Civibus__V1__CheckpointRequest *req)
+static void s_on_checkpoint(router_t *self, const wire_peer_t *peer, const char *agency,
+                            const Civibus__V1__CheckpointRequest *req)
 {
     logfile_checkpoint_t cp;
-    if (chain_last(self->chain, &cp) != JOURNAL_OK) {
-        s_refuse_count(self, C(UNAVAILABLE));
-        wire_send_error(self->sock, peer, req->request_id, NULL, C(UNAVAILABLE),
-                        self->chain ? "no checkpoint yet: the log is empty"
-                                    : "this hub signs no checkpoints (it has no signing_key)");
+    int rc = self->chain ? journal_checkpoint_last(self->journal, &cp) : JOURNAL_NOTFOUND;
+    if (rc != JOURNAL_OK) {
+        s_code_t code = rc == JOURNAL_NOTFOUND ? C(UNAVAILABLE) : C(INTERNAL);
+        const char *reason = !self->chain           ? "this hub signs no checkpoints (it has no signing_key)"
+                             : code == C(INTERNAL) ? "cannot read the log"
+                                                   : "no checkpoint yet: the log is empty";
+        s_refuse_count(self, agency, code, reason);
+        wire_send_error(self->sock, peer, req->request_id, NULL, code, reason);
         return;
     }
     Civibus__V1__CheckpointReply rep = CIVIBUS__V1__CHECKPOINT_REPLY__INIT;
@@ -691,16 +756,32 @@ static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *ag
     const char *reason = status == AUTH_KEY_REVOKED   ? "key revoked"
                          : status == AUTH_KEY_EXPIRED ? "key expired"
                                                       : "key not registered";
-    s_refuse_count(self, C(NOT_AUTHORISED));
+    s_refuse_count(self, agency, C(NOT_AUTHORISED), reason);
     self->stats.key_refused++;
-    log_limited(LOG_WARN, "router", "router.key",
+    metrics_auth_failure(self->metrics, METRICS_KEY_REFUSED);
+    log_limited(LOG_WARN, "router", "message_refused.key",
                 "event=message_refused agency=%s code=not_authorised reason=key_%s key=%.8s", agency,
                 auth_key_status_name(status), key ? key : "-");
     wire_send_error(self->sock, peer, request_id, sub, C(NOT_AUTHORISED), reason);
 }
 
-/* key: the connection's key (ZAP metadata), key_status: its status now. */
-static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agency, const char *key,
+/* Answer a request on a connection over its agency's ceiling of live
+ * connections (hub/quota.h): an Error for the whole request. */
+static void s_refuse_connection(router_t *self, const wire_peer_t *peer, const char *agency, const char *reason,
+                                const codec_client_msg_t *msg)
+{
+    uint64_t request_id;
+    const char *sub;
+    s_request_ids(msg, &request_id, &sub);
+    s_refuse_count(self, agency, C(UNAVAILABLE), reason);
+    log_limited(LOG_WARN, "router", "message_refused.connection_limit",
+                "event=message_refused agency=%s code=unavailable reason=connection_limit", agency);
+    wire_send_error(self->sock, peer, request_id, sub, C(UNAVAILABLE), reason);
+}
+
+/* fd: the connection's descriptor (ZMQ_SRCFD); key: its key (ZAP metadata),
+ * key_status: the key's status now. */
+static void s_dispatch(router_t *self, const wire_peer_t *peer, int fd, const char *agency, const char *key,
                        auth_key_status_t key_status, const uint8_t *data, size_t len)
 {
     codec_client_msg_t *msg = NULL;
@@ -717,26 +798,31 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
     }
     if (rc != CODEC_OK) {
         s_code_t code = rc == CODEC_TOO_LARGE ? C(TOO_LARGE) : C(MALFORMED);
-        s_refuse_count(self, code);
-        log_limited(LOG_WARN, "router", "router.malformed", "event=message_refused agency=%s code=%s bytes=%zu",
-                    agency, codec_error_name(code), len);
-        wire_send_error(self->sock, peer, request_id, NULL, code,
-                        code == C(TOO_LARGE) ? "message exceeds max_message_size"
-                                             : "message is not a valid ClientMessage encoding");
+        const char *reason = code == C(TOO_LARGE) ? "message exceeds max_message_size"
+                                                  : "message is not a valid ClientMessage encoding";
+        s_refuse_count(self, agency, code, reason);
+        const char *kind = code == C(TOO_LARGE) ? "message_refused.too_large" : "message_refused.malformed";
+        log_limited(LOG_WARN, "router", kind, "event=message_refused agency=%s code=%s bytes=%zu", agency,
+                    codec_error_name(code), len);
+        wire_send_error(self->sock, peer, request_id, NULL, code, reason);
         return;
     }
     if (msg->version != CODEC_PROTOCOL_VERSION && msg->version != 0) {
         char reason[96];
         snprintf(reason, sizeof reason, "protocol version %u is not supported; this hub speaks %d", msg->version,
                  CODEC_PROTOCOL_VERSION);
-        s_refuse_count(self, C(UNSUPPORTED_VERSION));
+        s_refuse_count(self, agency, C(UNSUPPORTED_VERSION), reason);
+        log_limited(LOG_WARN, "router", "message_refused.unsupported_version",
+                    "event=message_refused agency=%s code=unsupported_version version=%u", agency, msg->version);
         wire_send_error(self->sock, peer, 0, NULL, C(UNSUPPORTED_VERSION), reason);
         codec_client_free(&msg);
         return;
     }
     if (msg->version == 0 || msg->body_case == CIVIBUS__V1__CLIENT_MESSAGE__BODY__NOT_SET) {
         /* An empty frame decodes as an empty message: nothing was asked. */
-        s_refuse_count(self, C(MALFORMED));
+        s_refuse_count(self, agency, C(MALFORMED), "message has no version or no request");
+        log_limited(LOG_WARN, "router", "message_refused.malformed",
+                    "event=message_refused agency=%s code=malformed reason=no_version_or_request", agency);
         wire_send_error(self->sock, peer, 0, NULL, C(MALFORMED), "message has no version or no request");
         codec_client_free(&msg);
         return;
@@ -747,13 +833,8 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         return;
     }
     char reason[256];
-    if (quota_connection(self->quota, agency, key, peer, reason, sizeof reason) != QUOTA_OK) {
-        const char *sub;
-        s_request_ids(msg, &request_id, &sub);
-        s_refuse_count(self, C(UNAVAILABLE));
-        log_limited(LOG_WARN, "router", "router.connections",
-                    "event=message_refused agency=%s code=unavailable reason=connection_limit", agency);
-        wire_send_error(self->sock, peer, request_id, sub, C(UNAVAILABLE), reason);
+    if (quota_connection(self->quota, fd, agency, reason, sizeof reason) != QUOTA_OK) {
+        s_refuse_connection(self, peer, agency, reason, msg);
         codec_client_free(&msg);
         return;
     }
@@ -765,15 +846,15 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         s_on_subscribe(self, peer, agency, key, msg->subscribe);
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_ACK:
-        s_session_answer(self, peer, msg->ack->subscription,
+        s_session_answer(self, peer, agency, msg->ack->subscription,
                          subs_ack(self->subs, agency, peer, msg->ack->subscription, msg->ack->seq));
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CREDIT:
-        s_session_answer(self, peer, msg->credit->subscription,
+        s_session_answer(self, peer, agency, msg->credit->subscription,
                          subs_credit(self->subs, agency, peer, msg->credit->subscription, msg->credit->credit));
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_UNSUBSCRIBE:
-        s_session_answer(self, peer, msg->unsubscribe->subscription,
+        s_session_answer(self, peer, agency, msg->unsubscribe->subscription,
                          subs_close(self->subs, agency, peer, msg->unsubscribe->subscription));
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_REPLAY:
@@ -786,14 +867,30 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         s_on_status(self, peer, agency, msg->status);
         break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CHECKPOINT:
-        s_on_checkpoint(self, peer, msg->checkpoint);
+        s_on_checkpoint(self, peer, agency, msg->checkpoint);
         break;
     default:
-        s_refuse_count(self, C(BAD_REQUEST));
+        s_refuse_count(self, agency, C(BAD_REQUEST), "unknown request");
+        log_limited(LOG_WARN, "router", "message_refused.bad_request",
+                    "event=message_refused agency=%s code=bad_request reason=unknown_request", agency);
         wire_send_error(self->sock, peer, 0, NULL, C(BAD_REQUEST), "unknown request");
         break;
     }
     codec_client_free(&msg);
+}
+
+static void s_on_monitor(router_t *self);
+
+/* Label the connection a message came over (peers). A client that connects
+ * and sends at once can have its message read in the turn that accepted it,
+ * before the monitor's ACCEPTED event: read the monitor then, once. A
+ * connection still unknown has closed since. */
+static void s_seen(router_t *self, int fd, const wire_peer_t *peer, const char *agency, const char *key)
+{
+    if (!peers_seen(self->peers, fd, peer, agency, key) && self->monitor) {
+        s_on_monitor(self);
+        peers_seen(self->peers, fd, peer, agency, key);
+    }
 }
 
 /* Read one message. Returns 1 when one was handled, 0 when none was waiting,
@@ -836,13 +933,13 @@ static int s_read_one(router_t *self)
             more = zmq_msg_more(&rest);
             zmq_msg_close(&rest);
         } while (more);
-        s_refuse_count(self, C(MALFORMED));
-        log_limited(LOG_WARN, "router", "router.malformed", "event=message_refused agency=%s code=malformed reason=multipart",
-                    who[0] ? who : "-");
+        s_refuse_count(self, codec_agency_valid(who) ? who : NULL, C(MALFORMED), "a message must be exactly one frame");
+        log_limited(LOG_WARN, "router", "message_refused.malformed",
+                    "event=message_refused agency=%s code=malformed reason=multipart", who[0] ? who : "-");
         wire_send_error(self->sock, &peer, 0, NULL, C(MALFORMED), "a message must be exactly one frame");
     } else if (!agency || !codec_agency_valid(who)) {
         /* Cannot happen with ZAP enforced; refuse rather than guess. */
-        s_refuse_count(self, C(NOT_AUTHORISED));
+        s_refuse_count(self, NULL, C(NOT_AUTHORISED), "connection has no authenticated agency");
         log_limited(LOG_ERROR, "router", "router.noid", "event=message_without_identity");
         wire_send_error(self->sock, &peer, 0, NULL, C(NOT_AUTHORISED), "connection has no authenticated agency");
     } else {
@@ -850,7 +947,9 @@ static int s_read_one(router_t *self)
          * expired since. */
         const char *key = zmq_msg_gets(&part, AUTH_KEY_PROPERTY);
         auth_key_status_t ks = auth_key_status(self->auth, who, key, (int64_t)time(NULL));
-        s_dispatch(self, &peer, who, key, ks, zmq_msg_data(&part), zmq_msg_size(&part));
+        int fd = zmq_msg_get(&part, ZMQ_SRCFD);
+        s_seen(self, fd, &peer, who, key);
+        s_dispatch(self, &peer, fd, who, key, ks, zmq_msg_data(&part), zmq_msg_size(&part));
     }
     zmq_msg_close(&part);
     return 1;
@@ -873,8 +972,13 @@ static void s_monitor_open(router_t *self)
         err = zmq_errno();
         goto stop_monitor;
     }
-    int linger = 0;
+    int linger = 0, unlimited = 0;
     zmq_setsockopt(self->monitor, ZMQ_LINGER, &linger, sizeof linger);
+    /* No high-water mark on the events' way to us (libzmq sums both ends'
+     * marks for inproc, and 0 on either end means none): an event dropped, or
+     * libzmq's I/O thread blocked on a full queue, would leave peers counting
+     * a closed connection, and quota holding its place. */
+    zmq_setsockopt(self->monitor, ZMQ_RCVHWM, &unlimited, sizeof unlimited);
     if (zmq_connect(self->monitor, MONITOR_ENDPOINT) != 0) {
         err = zmq_errno();
         goto close_pair;
@@ -886,7 +990,8 @@ close_pair:
 stop_monitor:
     zmq_socket_monitor(self->sock, NULL, 0);
 failed:
-    log_warn("router", "event=monitor_failed error=\"%s\" effect=\"failed handshakes are not logged\"",
+    log_warn("router", "event=monitor_failed error=\"%s\" effect=\"failed handshakes are not logged, connections "
+             "are not counted, agency_connections_max is not enforced\"",
              zmq_strerror(err));
 }
 
@@ -942,16 +1047,26 @@ static int s_monitor_read(router_t *self, uint16_t *event, uint32_t *value, char
     return 1;
 }
 
-/* Count and log every handshake libzmq gave up on. A ZAP refusal
- * (HANDSHAKE_FAILED_AUTH) is counted but not logged again: the ZAP handler
- * already wrote handshake_refused with the agency and key, which this event
- * lacks. Everything else never reached ZAP and has only this line. */
+/* Read the monitor's events: connections opened and closed go to peers,
+ * and every handshake libzmq gave up on is counted and logged. A ZAP
+ * refusal (HANDSHAKE_FAILED_AUTH) is counted but not logged again: the ZAP
+ * handler already wrote handshake_refused with the agency and key, which
+ * this event lacks. Everything else never reached ZAP and has only this
+ * line. */
 static void s_on_monitor(router_t *self)
 {
     uint16_t event;
     uint32_t value;
     char addr[256];
+    bool closed = false;
     for (int i = 0; i < READ_BURST && s_monitor_read(self, &event, &value, addr, sizeof addr); i++) {
+        /* Both carry the connection's file descriptor. */
+        if (event == ZMQ_EVENT_ACCEPTED) {
+            peers_accepted(self->peers, (int)value);
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            peers_disconnected(self->peers, (int)value);
+            closed = true;
+        }
         const char *reason = event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ? "no_detail"
                              : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol"
                              : event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH     ? "auth"
@@ -961,6 +1076,7 @@ static void s_on_monitor(router_t *self)
         self->stats.handshakes_failed++;
         if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
             continue;
+        metrics_auth_failure(self->metrics, METRICS_HANDSHAKE_FAILED);
         /* The code is an errno for no_detail, a ZMQ_PROTOCOL_ERROR_* for
          * protocol (hex reads better: 0x11000002 is a mechanism mismatch).
          * libzmq's v1 monitor names the hub's listening endpoint, not the
@@ -973,6 +1089,9 @@ static void s_on_monitor(router_t *self)
             log_limited(LOG_WARN, "router", "router.handshake", "event=handshake_failed reason=%s code=0x%08" PRIx32
                         " endpoint=%s", reason, value, log_quote(addr[0] ? addr : "-", address, sizeof address));
     }
+    /* A place under an agency's ceiling may be free again. */
+    if (closed && self->quota)
+        quota_refresh(self->quota);
 }
 
 /* ---- set-up and loop ----------------------------------------------------- */
@@ -992,7 +1111,9 @@ static int s_socket_open(router_t *self)
         return -1;
     }
     if (!key.curve_secret[0]) {
-        log_error("router", "event=hub_key_invalid error=\"%s has no curve-secret\"", cfg->key);
+        char why[600], quoted[700];
+        snprintf(why, sizeof why, "%s has no curve-secret", cfg->key);
+        log_error("router", "event=hub_key_invalid error=%s", log_quote(why, quoted, sizeof quoted));
         return -1;
     }
     self->sock = zmq_socket(self->ctx, ZMQ_ROUTER);
@@ -1046,35 +1167,24 @@ static int s_policy_load(router_t *self)
     char err[512], quoted[600];
     policy_t *p = policy_load(self->cfg->policy, err, sizeof err);
     if (!p) {
+        /* subs exists once the hub started: a reload keeps what is in force. */
         log_error("router", "event=policy_invalid error=%s action=%s", log_quote(err, quoted, sizeof quoted),
-                  self->policy ? "kept_previous" : "refusing_to_start");
+                  self->subs ? "kept_previous" : "refusing_to_start");
         return -1;
     }
     policy_destroy(&self->policy);
     self->policy = p;
     if (self->subs)
         subs_set_policy(self->subs, p);
-    log_info("router", "event=policy_loaded file=%s rules=%zu", self->cfg->policy, policy_rule_count(p));
+    char qfile[600];
+    log_info("router", "event=policy_loaded file=%s rules=%zu", log_quote(self->cfg->policy, qfile, sizeof qfile),
+             policy_rule_count(p));
     return 0;
 }
 
 /* Below; for quota too: a connection whose key is no longer valid frees its
  * agency's place. */
 static bool s_key_still_valid(void *arg, const char *agency, const char *key);
-
-/* For quota: is peer's connection still there? A Pong with request_id 0,
- * which clients ignore (docs/PROTOCOL.md §5.8). */
-static int s_probe(void *arg, const wire_peer_t *peer)
-{
-    router_t *self = arg;
-    Civibus__V1__Pong pong = CIVIBUS__V1__PONG__INIT;
-    pong.hub_instance = self->instance;
-    pong.last_seq = journal_last_seq(self->journal);
-    Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
-    msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_PONG;
-    msg.pong = &pong;
-    return wire_send(self->sock, peer, &msg);
-}
 
 /* For quota: while an agency holds its maximum of connections, ZAP refuses
  * its new handshakes. */
@@ -1084,7 +1194,38 @@ static void s_on_full(void *arg, const char *agency, bool full)
     auth_set_full(self->auth, agency, full);
 }
 
-router_t *router_new(const config_t *cfg)
+static void s_quota_opts(const config_t *cfg, quota_opts_t *out)
+{
+    *out = (quota_opts_t){.connections_max = cfg->agency_connections_max,
+                          .subscriptions_max = cfg->agency_subscriptions_max,
+                          .publish_rate = cfg->agency_publish_rate,
+                          .publish_bytes = cfg->agency_publish_bytes};
+}
+
+/* Hand the retention settings to the journal. Deleting only what a signed
+ * checkpoint covers keeps the retained log verifiable from its anchor; a hub
+ * without a signing key has no checkpoints to wait for. */
+static int s_retention_set(router_t *self)
+{
+    const config_t *cfg = self->cfg;
+    journal_retention_t rules = {.max_age_us = (int64_t)cfg->retention_max_age * 1000000,
+                                 .max_bytes = cfg->retention_max_bytes,
+                                 .keep = cfg->retention_keep_subscriptions,
+                                 .batch = (size_t)cfg->retention_batch,
+                                 .covered_only = cfg->signing_key[0] != '\0'};
+    if (journal_retention_set(self->journal, &rules) != JOURNAL_OK) {
+        log_error("router", "event=retention_invalid action=%s", self->subs ? "keeping_previous" : "refusing_to_start");
+        return -1;
+    }
+    self->retention = cfg->retention_max_age || cfg->retention_max_bytes;
+    if (self->retention)
+        log_info("router", "event=retention max_age_s=%" PRIu64 " max_bytes=%" PRIu64 " batch=%" PRIu64
+                 " covered_only=%d", cfg->retention_max_age, cfg->retention_max_bytes, cfg->retention_batch,
+                 rules.covered_only);
+    return 0;
+}
+
+router_t *router_new(config_t *cfg)
 {
     router_t *self = calloc(1, sizeof *self);
     if (!self)
@@ -1107,6 +1248,8 @@ router_t *router_new(const config_t *cfg)
     self->journal = journal_new(&jo);
     if (!self->journal)
         goto fail;
+    if (s_retention_set(self) != 0)
+        goto fail;
     if (cfg->signing_key[0]) {
         self->chain = chain_new(self->journal, cfg->signing_key, cfg->checkpoint_events,
                                 cfg->checkpoint_seconds * 1000);
@@ -1116,6 +1259,10 @@ router_t *router_new(const config_t *cfg)
         log_warn("router", "event=no_signing_key effect=\"no signed checkpoints: civibus verify can check the "
                            "chain, not who wrote it\"");
     }
+    self->metrics = metrics_new();
+    self->peers = peers_new();
+    if (!self->metrics || !self->peers)
+        goto fail;
     self->ctx = zmq_ctx_new();
     if (!self->ctx)
         goto fail;
@@ -1127,14 +1274,12 @@ router_t *router_new(const config_t *cfg)
         goto fail;
     if (s_socket_open(self) != 0)
         goto fail;
-    quota_opts_t qo = {.connections_max = cfg->agency_connections_max,
-                        .publish_rate = cfg->agency_publish_rate,
-                        .publish_bytes = cfg->agency_publish_bytes};
-    self->quota = quota_new(&qo, s_probe, s_on_full, s_key_still_valid, self);
+    quota_opts_t qo;
+    s_quota_opts(cfg, &qo);
+    self->quota = quota_new(&qo, self->peers, s_on_full, s_key_still_valid, self);
     if (!self->quota)
         goto fail;
     subs_opts_t so = {.max_sessions = cfg->subscriptions_max,
-                      .agency_max_sessions = cfg->agency_subscriptions_max,
                       .credit_max = (uint32_t)cfg->credit_max,
                       .session_timeout_ms = (int64_t)cfg->session_timeout_ms};
     self->subs = subs_new(self->journal, self->sock, &so);
@@ -1169,6 +1314,8 @@ void router_destroy(router_t **self_p)
     chain_destroy(&self->chain);
     journal_destroy(&self->journal);
     policy_destroy(&self->policy);
+    metrics_destroy(&self->metrics);
+    peers_destroy(&self->peers);
     free(self->reqs);
     free(self->entries);
     free(self->entry_req);
@@ -1182,12 +1329,75 @@ const char *router_endpoint(const router_t *self)
     return self->endpoint;
 }
 
-/* For subs_drop_invalid: a key revoked or expired since the handshake, or
- * removed by a reload, ends its subscriptions within a second. */
+/* For subs_drop_invalid and quota: a key revoked or expired since the
+ * handshake, or removed by a reload, ends its subscriptions and frees its
+ * connection's place within a second. */
 static bool s_key_still_valid(void *arg, const char *agency, const char *key)
 {
     router_t *self = arg;
     return !key[0] || auth_key_status(self->auth, agency, key, (int64_t)time(NULL)) == AUTH_KEY_VALID;
+}
+
+/* Retention's share of a turn, after the commit answered its publishers and
+ * the deliveries went out: transactions of retention_batch entries while
+ * entries are due, as many as cover what this turn appended and one more.
+ * So under a steady load the log stops growing, a backlog shrinks by a
+ * transaction a turn, and no turn does unbounded work; while a backlog is
+ * left the loop does not wait in poll (retain_more), so an idle hub catches
+ * up quickly and a busy one between its commits. */
+static void s_retain(router_t *self, uint64_t appended)
+{
+    self->retain_more = false;
+    if (!self->retention || codec_mono_ms() < self->retain_after_ms)
+        return;
+    uint64_t budget = appended + self->cfg->retention_batch;
+    int64_t now = codec_now_us();
+    for (uint64_t done = 0;;) {
+        if (done >= budget) {
+            self->retain_more = true;
+            return;
+        }
+        size_t n = 0;
+        int rc = journal_retain(self->journal, now, &n);
+        if (rc != JOURNAL_OK) {
+            log_limited(LOG_ERROR, "router", "router.retention", "event=retention_failed error=\"%s\" retry_ms=%d",
+                        journal_strerror(rc), RETAIN_RETRY_MS);
+            self->retain_after_ms = codec_mono_ms() + RETAIN_RETRY_MS;
+            return;
+        }
+        if (n == 0)
+            return;
+        done += n;
+    }
+}
+
+/* Render the monitoring documents and hand them to http. A failed render
+ * (logged) leaves the previous documents in place. */
+static void s_report(router_t *self, int64_t now)
+{
+    self->last_report_ms = now;
+    metrics_sources_t src = {.cfg = self->cfg,
+                             .journal = self->journal,
+                             .subs = self->subs,
+                             .auth = self->auth,
+                             .peers = self->peers,
+                             .quota = self->quota,
+                             .instance = self->instance,
+                             .started_at_us = self->started_at,
+                             .http_refused = http_refused(self->http)};
+    metrics_report_t rep;
+    if (metrics_render(self->metrics, &src, now, &rep) != 0)
+        return;
+    http_publish(self->http, &rep.prometheus, rep.prometheus_len, &rep.status, rep.status_len, rep.not_ready);
+}
+
+void router_set_http(router_t *self, http_t *http)
+{
+    self->http = http;
+    if (!http)
+        return;
+    http_beat(http);
+    s_report(self, codec_mono_ms());
 }
 
 /* Read what is waiting (up to a burst or a full batch), commit, deliver. */
@@ -1200,8 +1410,10 @@ static int s_turn(router_t *self)
         if (rc == 0)
             break;
     }
+    uint64_t last = journal_last_seq(self->journal);
     s_commit(self);
-    subs_pump(self->subs);
+    metrics_delivered(self->metrics, subs_pump(self->subs));
+    s_retain(self, journal_last_seq(self->journal) - last);
     int64_t now = codec_mono_ms();
     if (now - self->last_flush_ms >= (int64_t)self->cfg->cursor_flush_ms) {
         const journal_cursor_t *cursors;
@@ -1215,8 +1427,11 @@ static int s_turn(router_t *self)
         subs_expire(self->subs, now);
         subs_drop_invalid(self->subs, s_key_still_valid, self);
         quota_tick(self->quota);
+        log_flush_suppressed(false);
         self->last_expire_ms = now;
     }
+    if (self->http && now - self->last_report_ms >= REPORT_EVERY_MS)
+        s_report(self, now);
     return 0;
 }
 
@@ -1227,13 +1442,41 @@ static void s_log_stats(router_t *self)
              "event=stats accepted=%" PRIu64 " duplicates=%" PRIu64 " commits=%" PRIu64 " not_authorised=%" PRIu64
              " malformed=%" PRIu64 " too_large=%" PRIu64 " storage_full=%" PRIu64 " internal=%" PRIu64
              " bad_request=%" PRIu64 " unavailable=%" PRIu64 " unsupported_version=%" PRIu64 " bad_signature=%" PRIu64
-             " unknown_subscription=%" PRIu64 " replies_lost=%" PRIu64 " key_refused=%" PRIu64
+             " unknown_subscription=%" PRIu64 " behind_retention=%" PRIu64 " replies_lost=%" PRIu64
+             " key_refused=%" PRIu64
              " handshakes_refused=%" PRIu64 " handshakes_failed=%" PRIu64 " last_seq=%" PRIu64,
              s->accepted, s->duplicates, s->commits, s->refused[C(NOT_AUTHORISED)], s->refused[C(MALFORMED)],
              s->refused[C(TOO_LARGE)], s->refused[C(STORAGE_FULL)], s->refused[C(INTERNAL)],
              s->refused[C(BAD_REQUEST)], s->refused[C(UNAVAILABLE)], s->refused[C(UNSUPPORTED_VERSION)],
-             s->refused[C(BAD_SIGNATURE)], s->refused[C(UNKNOWN_SUBSCRIPTION)], s->replies_lost, s->key_refused,
+             s->refused[C(BAD_SIGNATURE)], s->refused[C(UNKNOWN_SUBSCRIPTION)], s->refused[C(BEHIND_RETENTION)],
+             s->replies_lost, s->key_refused,
              auth_refused(self->auth), s->handshakes_failed, journal_last_seq(self->journal));
+}
+
+/* SIGHUP: the config file first (its reloadable keys, told to the modules
+ * that copied them), then the registry and the policy as before. */
+static void s_reload(router_t *self)
+{
+    const config_t *cfg = self->cfg;
+    size_t changed;
+    if (config_reload(self->cfg, &changed) == CONFIG_OK) {
+        log_set_level((log_level_t)log_level_parse(cfg->log_level));
+        log_set_format((log_format_t)log_format_parse(cfg->log_format));
+        subs_opts_t so = {.max_sessions = cfg->subscriptions_max,
+                          .credit_max = (uint32_t)cfg->credit_max,
+                          .session_timeout_ms = (int64_t)cfg->session_timeout_ms};
+        subs_set_opts(self->subs, &so);
+        quota_opts_t qo;
+        s_quota_opts(cfg, &qo);
+        quota_set_opts(self->quota, &qo);
+        chain_set_interval(self->chain, cfg->checkpoint_events, cfg->checkpoint_seconds * 1000);
+        s_retention_set(self);
+        log_info("router", "event=config_reloaded changed=%zu", changed);
+    }
+    auth_reload(self->auth);
+    s_warn_expiring(self);
+    if (cfg->policy[0])
+        s_policy_load(self);
 }
 
 int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
@@ -1241,15 +1484,14 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
     while (!*stop) {
         if (*reload) {
             *reload = 0;
-            auth_reload(self->auth);
-            s_warn_expiring(self);
-            if (self->cfg->policy[0])
-                s_policy_load(self);
+            s_reload(self);
         }
         if (codec_mono_ms() - self->last_key_warn_ms >= KEY_WARN_EVERY_MS)
             s_warn_expiring(self);
         int pending = subs_pending(self->subs);
-        long timeout = pending == SUBS_MORE ? 0 : pending == SUBS_BUSY ? BUSY_POLL_MS : IDLE_POLL_MS;
+        long timeout = pending == SUBS_MORE || self->retain_more ? 0
+                       : pending == SUBS_BUSY                 ? BUSY_POLL_MS
+                                                              : IDLE_POLL_MS;
         zmq_pollitem_t items[2] = {{.socket = self->sock, .events = ZMQ_POLLIN},
                                    {.socket = self->monitor, .events = ZMQ_POLLIN}};
         int rc = zmq_poll(items, self->monitor ? 2 : 1, timeout);
@@ -1263,19 +1505,39 @@ int router_run(router_t *self, volatile sig_atomic_t *stop, volatile sig_atomic_
             log_error("router", "event=recv_failed error=\"%s\"", zmq_strerror(zmq_errno()));
             return -1;
         }
+        if (self->http)
+            http_beat(self->http);
     }
-    /* What connected adapters already sent is committed and acknowledged;
-     * nothing more is read after this turn. (zmq_unbind would also cut the
-     * established connections, losing those acknowledgements.) */
+    if (self->http)
+        http_stopping(self->http);
+    /* The drain. What connected adapters already sent is committed and
+     * acknowledged; nothing more is read after this turn. (zmq_unbind would
+     * also cut the established connections, losing those
+     * acknowledgements.) main's watchdog bounds all of it. */
+    int64_t t0 = codec_mono_ms();
+    const s_stats_t before = self->stats;
+    log_info("router", "event=draining sessions=%zu last_seq=%" PRIu64, subs_count(self->subs),
+             journal_last_seq(self->journal));
     s_turn(self);
     const journal_cursor_t *cursors;
     size_t n = subs_take_dirty(self->subs, &cursors);
-    if (n && journal_save_cursors(self->journal, cursors, n) == JOURNAL_OK)
+    int crc = n ? journal_save_cursors(self->journal, cursors, n) : JOURNAL_OK;
+    if (n && crc == JOURNAL_OK)
         subs_saved(self->subs);
     /* The last word on the log: an outsider can tell a later truncation. */
-    chain_checkpoint(self->chain);
+    int cprc = chain_checkpoint(self->chain);
     if (self->monitor)
         s_on_monitor(self);
+    uint64_t refused = 0;
+    for (int i = 0; i < CODE_COUNT; i++)
+        refused += self->stats.refused[i] - before.refused[i];
+    log_info("router",
+             "event=drained accepted=%" PRIu64 " duplicates=%" PRIu64 " refused=%" PRIu64 " replies_lost=%" PRIu64
+             " cursors_saved=%zu cursors_failed=%zu checkpoint=%s ms=%" PRId64,
+             self->stats.accepted - before.accepted, self->stats.duplicates - before.duplicates, refused,
+             self->stats.replies_lost - before.replies_lost, crc == JOURNAL_OK ? n : 0, crc == JOURNAL_OK ? 0 : n,
+             !self->chain ? "none" : cprc == 0 ? "ok" : "failed", codec_mono_ms() - t0);
+    log_flush_suppressed(true);
     s_log_stats(self);
     log_info("router", "event=stopped last_seq=%" PRIu64, journal_last_seq(self->journal));
     return 0;

@@ -4,6 +4,13 @@
  * look them up at message rate) and in an array (the pump visits them all).
  * Invariant per session: acked <= delivered < next_seq; credit counts events
  * the peer still accepts; events (acked, delivered] are in flight.
+ *
+ * Retention may delete entries a subscription has not been sent: a cursor
+ * is never moved over them. A Subscribe from such a cursor, a SEQ or a TIME
+ * before the log's start is refused with BEHIND_RETENTION; a live session
+ * that retention overtakes is told so once, by an Error with the range
+ * lost, and is sent nothing more until its consumer subscribes again with
+ * an explicit start (FIRST or SEQ), which is logged.
  */
 #include "subs.h"
 
@@ -34,6 +41,9 @@ typedef struct s_session {
     uint64_t delivered;
     uint64_t acked;
     uint32_t credit;
+    uint64_t behind_from; /* retention deleted behind_from..behind_to before they were sent: */
+    uint64_t behind_to;   /* nothing more is sent (0: not behind) */
+    bool behind_told;     /* the Error saying so went out */
     bool dirty;
     bool busy;
     int64_t retry_at_ms; /* a busy session is not read for again before this */
@@ -129,8 +139,6 @@ subs_t *subs_new(journal_t *journal, void *router, const subs_opts_t *opts)
     self->journal = journal;
     self->router = router;
     self->opts = *opts;
-    if (!self->opts.agency_max_sessions)
-        self->opts.agency_max_sessions = self->opts.max_sessions;
     return self;
 }
 
@@ -190,7 +198,9 @@ static Civibus__V1__ErrorCode s_resolve_start(subs_t *self, const Civibus__V1__S
     switch (kind) {
     case CIVIBUS__V1__START_POINT__KIND__CURSOR:
         if (*has_cursor) {
-            *next = saved + 1 < first ? first : saved + 1;
+            *next = saved + 1;
+            if (*next < first)
+                goto behind;
             return CIVIBUS__V1__ERROR_CODE__OK;
         }
         *next = first;
@@ -211,28 +221,44 @@ static Civibus__V1__ErrorCode s_resolve_start(subs_t *self, const Civibus__V1__S
                      (unsigned long long)start->seq, (unsigned long long)last);
             return CIVIBUS__V1__ERROR_CODE__BAD_REQUEST;
         }
-        *next = start->seq < first ? first : start->seq;
+        *next = start->seq;
+        if (*next < first)
+            goto behind;
         break;
-    case CIVIBUS__V1__START_POINT__KIND__TIME:
+    case CIVIBUS__V1__START_POINT__KIND__TIME: {
+        journal_retention_stats_t rs;
+        journal_retention_stats(self->journal, &rs);
+        if (rs.anchor_seq && start->time <= rs.anchor_us) {
+            *next = 0; /* deleted entries were received then: which is not known */
+            goto behind;
+        }
         if (journal_seq_at_time(self->journal, start->time, next) != JOURNAL_OK) {
             snprintf(reason, reason_len, "cannot search the log by time");
             return CIVIBUS__V1__ERROR_CODE__INTERNAL;
         }
         break;
+    }
     default:
         snprintf(reason, reason_len, "unknown start kind %d", (int)kind);
         return CIVIBUS__V1__ERROR_CODE__BAD_REQUEST;
     }
     *has_cursor = false; /* an explicit start resets the cursor */
     return CIVIBUS__V1__ERROR_CODE__OK;
+behind:
+    if (*next)
+        snprintf(reason, reason_len, "entries %llu to %llu were deleted by retention", (unsigned long long)*next,
+                 (unsigned long long)first - 1);
+    else
+        snprintf(reason, reason_len, "entries up to %llu received at or after the start time were deleted by "
+                 "retention", (unsigned long long)first - 1);
+    return CIVIBUS__V1__ERROR_CODE__BEHIND_RETENTION;
 }
 
-/* Live sessions of agency. A scan, but subscribing is rare. */
-static size_t s_agency_sessions(const subs_t *self, const char *agency)
+size_t subs_agency_count(const subs_t *self, const char *agency, const char *except)
 {
     size_t n = 0;
     for (size_t i = 0; i < self->n; i++)
-        n += strcmp(self->list[i]->agency, agency) == 0;
+        n += strcmp(self->list[i]->agency, agency) == 0 && (!except || strcmp(self->list[i]->name, except) != 0);
     return n;
 }
 
@@ -247,13 +273,6 @@ Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *k
     s_session_t *old = s_find(self, agency, req->name);
     if (!old && self->n >= self->opts.max_sessions) {
         snprintf(reason, reason_len, "the hub holds its maximum of %zu subscriptions", self->opts.max_sessions);
-        return CIVIBUS__V1__ERROR_CODE__UNAVAILABLE;
-    }
-    if (!old && s_agency_sessions(self, agency) >= self->opts.agency_max_sessions) {
-        /* One agency must not take every slot of the hub. */
-        snprintf(reason, reason_len,
-                 "agency %s holds its maximum of %zu live subscriptions (agency_subscriptions_max); close one",
-                 agency, self->opts.agency_max_sessions);
         return CIVIBUS__V1__ERROR_CODE__UNAVAILABLE;
     }
     s_session_t *s = calloc(1, sizeof *s);
@@ -292,9 +311,16 @@ Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *k
         }
     }
     uint64_t next = 0;
+    bool had_cursor = has_cursor;
     code = s_resolve_start(self, req->start, &has_cursor, saved, &next, reason, reason_len);
+    if (code == CIVIBUS__V1__ERROR_CODE__BEHIND_RETENTION)
+        *next_seq = next;
     if (code != CIVIBUS__V1__ERROR_CODE__OK)
         goto fail;
+    if (had_cursor && !has_cursor && subs_cursor_behind(self, saved))
+        log_warn("subs", "event=cursor_reset_past_retention agency=%s subscription=%s cursor=%llu first_seq=%llu "
+                 "next_seq=%llu", agency, s->name, (unsigned long long)saved,
+                 (unsigned long long)journal_first_seq(self->journal), (unsigned long long)next);
     s->next_seq = next;
     s->acked = has_cursor ? saved : next - 1;
     s->delivered = next - 1;
@@ -366,6 +392,11 @@ void subs_drop_peer(subs_t *self, const wire_peer_t *peer, const char *why)
         else
             i++;
     }
+}
+
+void subs_set_opts(subs_t *self, const subs_opts_t *opts)
+{
+    self->opts = *opts;
 }
 
 void subs_set_policy(subs_t *self, const policy_t *policy)
@@ -453,17 +484,12 @@ static size_t s_pump_one(subs_t *self, s_session_t *s, uint64_t last, bool *gone
         goto done;
     }
     if (b->scanned_to == 0) {
-        /* Nothing at next_seq although last >= next_seq. Entries removed from
-         * the front move the session to the first one there is; anything else
-         * is a fault, and skipping ahead would lose events: retry later. */
-        uint64_t first = journal_first_seq(self->journal);
-        if (first > s->next_seq) {
-            s->next_seq = first;
-        } else {
-            log_limited(LOG_ERROR, "subs", "subs.hole", "event=log_hole subscription=%s seq=%llu last_seq=%llu",
-                        s->name, (unsigned long long)s->next_seq, (unsigned long long)last);
-            s->busy = true;
-        }
+        /* Nothing at next_seq although last >= next_seq, and retention did
+         * not delete it (subs_pump checked): a fault, and skipping ahead
+         * would lose events: retry later. */
+        log_limited(LOG_ERROR, "subs", "subs.hole", "event=log_hole subscription=%s seq=%llu last_seq=%llu",
+                    s->name, (unsigned long long)s->next_seq, (unsigned long long)last);
+        s->busy = true;
         goto done;
     }
     if (b->n == 0) {
@@ -500,14 +526,44 @@ done:
     return sent;
 }
 
+/* Has retention deleted entries s was still to be sent? Then s is told so
+ * once (retried while its peer's queue is full) and sent nothing more.
+ * *gone when its peer is. */
+static bool s_behind(subs_t *self, s_session_t *s, uint64_t first, bool *gone)
+{
+    if (!s->behind_to && s->next_seq < first) {
+        s->behind_from = s->next_seq;
+        s->behind_to = first - 1;
+        log_warn("subs", "event=behind_retention agency=%s subscription=%s cursor=%llu lost_from=%llu lost_to=%llu",
+                 s->agency, s->name, (unsigned long long)s->acked, (unsigned long long)s->behind_from,
+                 (unsigned long long)s->behind_to);
+    }
+    if (s->behind_to && !s->behind_told) {
+        int rc = wire_send_behind(self->router, &s->peer, 0, s->name, s->behind_from, s->behind_to);
+        s->behind_told = rc == WIRE_OK;
+        *gone = rc == WIRE_GONE;
+        if (rc == WIRE_BUSY && self->pending == SUBS_IDLE)
+            self->pending = SUBS_BUSY;
+    }
+    return s->behind_to != 0;
+}
+
 size_t subs_pump(subs_t *self)
 {
-    uint64_t last = journal_last_seq(self->journal);
+    uint64_t last = journal_last_seq(self->journal), first = journal_first_seq(self->journal);
     size_t total = 0;
     int64_t now = codec_mono_ms();
     self->pending = SUBS_IDLE;
     for (size_t i = 0; i < self->n;) {
         s_session_t *s = self->list[i];
+        bool gone = false;
+        if (s_behind(self, s, first, &gone)) {
+            if (gone)
+                s_remove(self, s, "peer_gone");
+            else
+                i++;
+            continue;
+        }
         if (s->credit == 0 || s->next_seq > last) {
             i++;
             continue;
@@ -520,7 +576,6 @@ size_t subs_pump(subs_t *self)
             i++;
             continue;
         }
-        bool gone = false;
         total += s_pump_one(self, s, last, &gone);
         if (s->busy)
             s->retry_at_ms = now + BUSY_RETRY_MS;
@@ -651,6 +706,7 @@ static int s_status_saved(const journal_cursor_t *cur, void *arg)
         return 1;
     }
     ss->cursor = cur->acked;
+    ss->behind_retention = subs_cursor_behind(c->self, cur->acked);
     return 0;
 }
 
@@ -668,6 +724,7 @@ int subs_status(subs_t *self, const char *agency, Civibus__V1__StatusReply *stat
         ss->connected = true;
         ss->credit = s->credit;
         ss->in_flight = s->delivered - s->acked;
+        ss->behind_retention = subs_cursor_behind(self, s->acked);
     }
     int rc = journal_cursor_each(self->journal, s_status_saved, &c);
     return (rc < 0 || c.failed) ? -1 : 0;
@@ -689,7 +746,49 @@ void subs_status_free(Civibus__V1__StatusReply *status)
     status->n_subscriptions = 0;
 }
 
+bool subs_cursor_behind(const subs_t *self, uint64_t cursor)
+{
+    return cursor + 1 < journal_first_seq(self->journal);
+}
+
 size_t subs_count(const subs_t *self)
 {
     return self->n;
+}
+
+typedef struct {
+    subs_t *self;
+    subs_info_fn fn;
+    void *arg;
+} s_each_ctx_t;
+
+static int s_each_saved(const journal_cursor_t *cur, void *arg)
+{
+    s_each_ctx_t *c = arg;
+    if (s_find(c->self, cur->agency, cur->name))
+        return 0; /* live: visited from memory */
+    subs_info_t info = {.agency = cur->agency,
+                        .name = cur->name,
+                        .cursor = cur->acked,
+                        .behind_retention = subs_cursor_behind(c->self, cur->acked)};
+    return c->fn(&info, c->arg);
+}
+
+int subs_foreach(subs_t *self, subs_info_fn fn, void *arg)
+{
+    for (size_t i = 0; i < self->n; i++) {
+        const s_session_t *s = self->list[i];
+        subs_info_t info = {.agency = s->agency,
+                            .name = s->name,
+                            .connected = true,
+                            .cursor = s->acked,
+                            .in_flight = s->delivered - s->acked,
+                            .credit = s->credit,
+                            .behind_retention = subs_cursor_behind(self, s->acked)};
+        int rc = fn(&info, arg);
+        if (rc)
+            return rc;
+    }
+    s_each_ctx_t c = {.self = self, .fn = fn, .arg = arg};
+    return journal_cursor_each(self->journal, s_each_saved, &c);
 }

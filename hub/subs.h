@@ -33,7 +33,6 @@ typedef struct subs subs_t;
 
 typedef struct {
     size_t max_sessions;
-    size_t agency_max_sessions; /* live sessions of one agency (agency_subscriptions_max); 0: max_sessions */
     uint32_t credit_max;
     int64_t session_timeout_ms;
 } subs_opts_t;
@@ -45,11 +44,20 @@ void subs_destroy(subs_t **self_p);
 /* Open (or take over) subscription req->name of agency on peer. Saves the
  * cursor before returning. Returns OK (0) and fills *next_seq, or an
  * ErrorCode with a reason: UNAVAILABLE when a new session would exceed
- * max_sessions, or agency_max_sessions of this agency (a takeover never
- * does). */
+ * max_sessions (a takeover never does); BEHIND_RETENTION when the start (the
+ * cursor, a SEQ or a TIME) asks for entries retention deleted: *next_seq is
+ * then the first seq asked for (0 for a TIME), and the log starts at
+ * journal_first_seq. The ceiling per agency is hub/quota.h's, asked before
+ * with subs_agency_count. */
 Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *key, const wire_peer_t *peer,
                                  const Civibus__V1__Subscribe *req, uint64_t *next_seq, char *reason,
                                  size_t reason_len);
+
+/* Live sessions of agency, leaving out the one named except (NULL: none):
+ * with except the name a subscribe asks for, the sessions it would add to,
+ * since taking over an open session adds none. A scan, but subscribing is
+ * rare. */
+size_t subs_agency_count(const subs_t *self, const char *agency, const char *except);
 
 /* Close every session whose connection's key (as given to subs_open) valid
  * no longer accepts: keys revoked or expired after the handshake stop
@@ -67,6 +75,11 @@ Civibus__V1__ErrorCode subs_ack(subs_t *self, const char *agency, const wire_pee
 Civibus__V1__ErrorCode subs_credit(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name,
                                    uint32_t credit);
 Civibus__V1__ErrorCode subs_close(subs_t *self, const char *agency, const wire_peer_t *peer, const char *name);
+
+/* New limits (a config reload). A lower credit_max applies to the next
+ * grant, a lower max_sessions to the next subscribe, a new session timeout
+ * at the next expiry check; nothing open is closed for it. */
+void subs_set_opts(subs_t *self, const subs_opts_t *opts);
 
 /* The access policy to enforce (borrowed; NULL allows everything). A
  * subscription none of whose filters the policy allows is refused; events
@@ -100,6 +113,41 @@ void subs_saved(subs_t *self);
 int subs_status(subs_t *self, const char *agency, Civibus__V1__StatusReply *status);
 void subs_status_free(Civibus__V1__StatusReply *status);
 
+/* Did retention delete entries after this cursor (acknowledged seq), so
+ * that the subscription cannot resume from it? The
+ * civibus_subscription_behind_retention{agency,subscription} gauge and
+ * SubscriptionStatus.behind_retention. */
+bool subs_cursor_behind(const subs_t *self, uint64_t cursor);
+
 size_t subs_count(const subs_t *self);
+
+/* One subscription as the monitoring endpoint shows it (subs_foreach).
+ * Strings are valid during the callback only. */
+typedef struct {
+    const char *agency;
+    const char *name;
+    bool connected;        /* a session is open on a connection now */
+    uint64_t cursor;       /* last acknowledged seq; lag = last_seq - cursor
+                            * (civibus_subscription_lag_events) */
+    uint64_t in_flight;    /* sent, not acknowledged; 0 when not connected
+                            * (civibus_subscription_inflight_events) */
+    uint32_t credit;       /* events the consumer still accepts */
+    uint64_t redeliveries; /* events sent again after an unanswered delivery
+                            * (civibus_subscription_redeliveries_total) */
+    uint64_t dead_letters; /* events set aside as undeliverable
+                            * (civibus_subscription_dead_letters) */
+    bool behind_retention; /* its cursor points before the oldest entry kept
+                            * (civibus_subscription_behind_retention) */
+} subs_info_t;
+
+/* Return 0 to go on, non-zero to stop (that value is returned). The callback
+ * must not call into subs or the journal. */
+typedef int (*subs_info_fn)(const subs_info_t *info, void *arg);
+
+/* Visit every subscription of every agency: the live sessions first, then
+ * the saved cursors of those not live. For the monitoring endpoint, which
+ * must not see another module's state any other way. Returns 0, the
+ * callback's non-zero value, or a negative journal_err. */
+int subs_foreach(subs_t *self, subs_info_fn fn, void *arg);
 
 #endif

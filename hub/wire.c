@@ -6,6 +6,7 @@
 #include "wire.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <zmq.h>
 
 #include "log.h"
@@ -46,6 +47,33 @@ int wire_send_error(void *router, const wire_peer_t *peer, uint64_t request_id, 
     err.subscription = (char *)(subscription ? subscription : "");
     err.code = code;
     err.reason = (char *)reason;
+    Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
+    msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_ERROR;
+    msg.error = &err;
+    return wire_send(router, peer, &msg);
+}
+
+int wire_send_behind(void *router, const wire_peer_t *peer, uint64_t request_id, const char *subscription,
+                     uint64_t lost_from, uint64_t lost_to)
+{
+    char what[96], reason[256];
+    if (lost_from)
+        snprintf(what, sizeof what, "entries %llu to %llu", (unsigned long long)lost_from,
+                 (unsigned long long)lost_to);
+    else
+        snprintf(what, sizeof what, "entries up to %llu received at or after that time",
+                 (unsigned long long)lost_to);
+    snprintf(reason, sizeof reason, "%s were deleted by retention; the log starts at %llu: %s", what,
+             (unsigned long long)lost_to + 1,
+             subscription ? "subscribe again with start FIRST or SEQ to go on from there"
+                          : "replay from FIRST or a later SEQ");
+    Civibus__V1__Error err = CIVIBUS__V1__ERROR__INIT;
+    err.request_id = request_id;
+    err.subscription = (char *)(subscription ? subscription : "");
+    err.code = CIVIBUS__V1__ERROR_CODE__BEHIND_RETENTION;
+    err.reason = reason;
+    err.lost_from = lost_from;
+    err.lost_to = lost_to;
     Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
     msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_ERROR;
     msg.error = &err;

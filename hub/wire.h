@@ -33,4 +33,12 @@ int wire_send(void *router, const wire_peer_t *peer, Civibus__V1__HubMessage *ms
 int wire_send_error(void *router, const wire_peer_t *peer, uint64_t request_id, const char *subscription,
                     Civibus__V1__ErrorCode code, const char *reason);
 
+/* Send Error{BEHIND_RETENTION}: entries lost_from..lost_to were deleted by
+ * retention (lost_from 0: where the loss begins is not known, as for a start
+ * time), so the log starts at lost_to + 1. The reason says so and how to go
+ * on: a subscription (subscription set) subscribes again with an explicit
+ * start, a replay starts again from FIRST. */
+int wire_send_behind(void *router, const wire_peer_t *peer, uint64_t request_id, const char *subscription,
+                     uint64_t lost_from, uint64_t lost_to);
+
 #endif

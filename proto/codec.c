@@ -270,6 +270,7 @@ const char *codec_error_name(Civibus__V1__ErrorCode code)
     case CIVIBUS__V1__ERROR_CODE__BAD_REQUEST: return "bad_request";
     case CIVIBUS__V1__ERROR_CODE__UNSUPPORTED_VERSION: return "unsupported_version";
     case CIVIBUS__V1__ERROR_CODE__BAD_SIGNATURE: return "bad_signature";
+    case CIVIBUS__V1__ERROR_CODE__BEHIND_RETENTION: return "behind_retention";
     default: return "unknown";
     }
 }

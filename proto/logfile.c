@@ -6,16 +6,21 @@
  * same LMDB environment read-only, and keeps LMDB's types inside this file,
  * as journal.c does for the writer: the two share the format, never handles.
  * A verification runs in one read transaction, so it sees one consistent
- * snapshot even while the hub appends; LMDB keeps the pages of that snapshot
- * alive until it ends (the file may grow meanwhile, never break).
+ * snapshot even while the hub appends or retention deletes; LMDB keeps the
+ * pages of that snapshot alive until it ends (the file may grow meanwhile,
+ * never break). A log cut by retention is walked from its anchor.
  */
 #include "logfile.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char s_domain[] = "civibus-checkpoint-v1"; /* signed with its NUL */
 
@@ -23,7 +28,10 @@ struct logfile {
     MDB_env *env;
     MDB_dbi log_db;
     MDB_dbi checkpoints_db;
+    MDB_dbi cursors_db;
+    MDB_dbi meta_db;
     bool has_checkpoints; /* a hub without a signing key never made the DB */
+    bool has_cursors;
     crypto_sha256_t *hasher;
 };
 
@@ -325,10 +333,123 @@ int logfile_witness_parse(const char *line, logfile_checkpoint_t *out, char *why
     return LOGFILE_OK;
 }
 
+/* --- retention anchor ----------------------------------------------------- */
+
+void logfile_anchor_encode(const logfile_anchor_t *a, uint8_t out[LOGFILE_ANCHOR_LEN])
+{
+    s_put_u64le(out, a->seq);
+    s_put_u64le(out + 8, (uint64_t)a->received_at);
+    memcpy(out + 16, a->chain, LOGFILE_CHAIN_LEN);
+}
+
+int logfile_anchor_decode(const uint8_t *v, size_t len, logfile_anchor_t *out)
+{
+    if (len != LOGFILE_ANCHOR_LEN)
+        return LOGFILE_FORMAT;
+    out->seq = s_get_u64le(v);
+    out->received_at = (int64_t)s_get_u64le(v + 8);
+    memcpy(out->chain, v + 16, LOGFILE_CHAIN_LEN);
+    return out->seq ? LOGFILE_OK : LOGFILE_FORMAT;
+}
+
 /* --- reader -------------------------------------------------------------- */
+
+int logfile_in_use(const char *dir, long *pid)
+{
+    char lock[4096];
+    int n = snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
+    if (n < 0 || (size_t)n >= sizeof lock) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(lock, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1;
+    /* Every process with the environment open holds a shared lock on the
+     * lock file's first byte for as long as it is open; an exclusive one
+     * could not be granted, and F_GETLK names the holder. */
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    int rc = fcntl(fd, F_GETLK, &fl);
+    int saved = errno;
+    close(fd);
+    if (rc != 0) {
+        errno = saved;
+        return -1;
+    }
+    if (fl.l_type == F_UNLCK)
+        return 0;
+    if (pid)
+        *pid = (long)fl.l_pid;
+    return 1;
+}
+
+/* How to open path. A directory is a hub's data directory: data.mdb beside
+ * LMDB's lock.mdb, shared with a running hub through the lock. A regular
+ * file is a copy (civibus backup) that nobody writes, read without a lock
+ * file. A hub's own data.mdb named as a file while a process holds its lock
+ * is refused: read without the lock, a commit could change pages under the
+ * reader. Checking for data.mdb first also keeps LMDB from creating a
+ * lock.mdb in a directory that holds no log. 0, or -1 with err filled. */
+static int s_open_flags(const char *path, unsigned *flags, char *err, size_t err_len)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, err_len, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        char data[4096];
+        int n = snprintf(data, sizeof data, "%s/data.mdb", path);
+        if (n < 0 || (size_t)n >= sizeof data) {
+            snprintf(err, err_len, "%s: path too long", path);
+            return -1;
+        }
+        if (stat(data, &st) != 0) {
+            snprintf(err, err_len, "%s: no log in this directory (data.mdb: %s)", path, strerror(errno));
+            return -1;
+        }
+        *flags = MDB_RDONLY;
+        return 0;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, err_len, "%s: neither a data directory nor a copy of a log", path);
+        return -1;
+    }
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (strcmp(base, "data.mdb") == 0) {
+        char dir[4096];
+        int n = snprintf(dir, sizeof dir, "%.*s", base == path ? 1 : (int)(base - path), base == path ? "." : path);
+        long pid = 0;
+        if (n > 0 && (size_t)n < sizeof dir && logfile_in_use(dir, &pid) > 0) {
+            snprintf(err, err_len,
+                     "%s: process %ld has this log open; give its directory, or a copy made by civibus backup",
+                     path, pid);
+            return -1;
+        }
+    }
+    *flags = MDB_RDONLY | MDB_NOSUBDIR | MDB_NOLOCK;
+    return 0;
+}
+
+/* Begin a read transaction. When the hub grew the map since this handle
+ * mapped it, LMDB answers MDB_MAP_RESIZED: adopt the new size and retry. */
+static int s_read_begin(logfile_t *self, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn);
+    if (rc == MDB_MAP_RESIZED) {
+        rc = mdb_env_set_mapsize(self->env, 0);
+        if (rc == 0)
+            rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn);
+    }
+    return rc;
+}
 
 logfile_t *logfile_open(const char *dir, char *err, size_t err_len)
 {
+    unsigned flags;
+    if (s_open_flags(dir, &flags, err, err_len) != 0)
+        return NULL;
     logfile_t *self = calloc(1, sizeof *self);
     if (!self) {
         snprintf(err, err_len, "out of memory");
@@ -344,14 +465,13 @@ logfile_t *logfile_open(const char *dir, char *err, size_t err_len)
         goto lmdb_error;
     /* Map size 0: adopt the size the hub last committed with. */
     if ((rc = mdb_env_set_maxdbs(self->env, 8)) || (rc = mdb_env_set_mapsize(self->env, 0)) ||
-        (rc = mdb_env_open(self->env, dir, MDB_RDONLY, 0600)))
+        (rc = mdb_env_open(self->env, dir, flags, 0600)))
         goto lmdb_error;
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn)))
         goto lmdb_error;
-    MDB_dbi meta;
     if ((rc = mdb_dbi_open(txn, "log", MDB_INTEGERKEY, &self->log_db)) ||
-        (rc = mdb_dbi_open(txn, "meta", 0, &meta))) {
+        (rc = mdb_dbi_open(txn, "meta", 0, &self->meta_db))) {
         mdb_txn_abort(txn);
         if (rc == MDB_NOTFOUND) {
             snprintf(err, err_len, "%s: not a civibus log (no log or meta database)", dir);
@@ -360,7 +480,7 @@ logfile_t *logfile_open(const char *dir, char *err, size_t err_len)
         goto lmdb_error;
     }
     MDB_val key = {7, "version"}, val;
-    rc = mdb_get(txn, meta, &key, &val);
+    rc = mdb_get(txn, self->meta_db, &key, &val);
     uint32_t version = 0;
     if (rc == 0 && val.mv_size == 4) {
         const uint8_t *p = val.mv_data;
@@ -374,6 +494,10 @@ logfile_t *logfile_open(const char *dir, char *err, size_t err_len)
     }
     rc = mdb_dbi_open(txn, "checkpoints", MDB_INTEGERKEY, &self->checkpoints_db);
     self->has_checkpoints = rc == 0;
+    if (rc == 0 || rc == MDB_NOTFOUND) {
+        rc = mdb_dbi_open(txn, "cursors", 0, &self->cursors_db);
+        self->has_cursors = rc == 0;
+    }
     /* Committing a read-only transaction keeps the handles for later ones. */
     if (rc && rc != MDB_NOTFOUND) {
         mdb_txn_abort(txn);
@@ -480,7 +604,7 @@ static int s_cp_check(s_cp_walk_t *w, uint64_t seq, const uint8_t chain[LOGFILE_
     if (memcmp(w->cp.chain, chain, LOGFILE_CHAIN_LEN) != 0)
         return s_bad(out, seq, "checkpoint's chain hash differs from the recomputed chain");
     char why[256];
-    int rc = logfile_checkpoint_check(&w->cp, keys, why, sizeof why);
+    int rc = keys ? logfile_checkpoint_check(&w->cp, keys, why, sizeof why) : LOGFILE_OK;
     if (rc == LOGFILE_IO) {
         snprintf(out->problem, sizeof out->problem, "%s", why);
         return rc;
@@ -512,16 +636,38 @@ static int s_wit_check(s_wit_walk_t *w, uint64_t seq, const uint8_t chain[LOGFIL
     return LOGFILE_OK;
 }
 
+/* Read the retention anchor into *a (a->seq 0 when retention never deleted
+ * anything). */
+static int s_retention_anchor(logfile_t *self, MDB_txn *txn, logfile_anchor_t *a, logfile_report_t *out)
+{
+    memset(a, 0, sizeof *a);
+    MDB_val key = {sizeof LOGFILE_ANCHOR_KEY - 1, LOGFILE_ANCHOR_KEY}, val;
+    int rc = mdb_get(txn, self->meta_db, &key, &val);
+    if (rc == MDB_NOTFOUND)
+        return LOGFILE_OK;
+    if (rc)
+        return s_io(out, "meta", rc);
+    if (logfile_anchor_decode(val.mv_data, val.mv_size, a) != LOGFILE_OK)
+        return s_bad(out, 0, "the retention anchor does not parse");
+    out->anchor_seq = a->seq;
+    return LOGFILE_OK;
+}
+
 static int s_walk(logfile_t *self, MDB_txn *txn, const keyfile_hub_t *keys, uint64_t from, s_wit_walk_t *wit,
                   logfile_report_t *out)
 {
     uint8_t chain[LOGFILE_CHAIN_LEN] = {0};
-    uint64_t start = from > 1 ? from : 1;
-    int lrc;
-    if (start > 1 && (lrc = s_anchor(self, txn, start - 1, chain, out)))
+    logfile_anchor_t anchor;
+    int lrc = s_retention_anchor(self, txn, &anchor, out);
+    if (lrc)
         return lrc;
-    for (; wit->next < wit->n && wit->list[wit->next].cp.seq < start; wit->next++)
-        out->witness_skipped++;
+    /* Entries up to the anchor are gone: the walk cannot start among them. */
+    uint64_t base = anchor.seq;
+    uint64_t start = from > base + 1 ? from : base + 1;
+    if (start == base + 1)
+        memcpy(chain, anchor.chain, sizeof chain);
+    else if ((lrc = s_anchor(self, txn, start - 1, chain, out)))
+        return lrc;
     s_cp_walk_t w = {0};
     int rc;
     if (self->has_checkpoints && (rc = mdb_cursor_open(txn, self->checkpoints_db, &w.cur)))
@@ -531,7 +677,23 @@ static int s_walk(logfile_t *self, MDB_txn *txn, const keyfile_hub_t *keys, uint
         lrc = s_io(out, "log", rc);
         goto close_cp;
     }
-    if ((lrc = s_cp_next(&w, MDB_SET_RANGE, start, out)))
+    /* A checkpoint at the anchor's seq outlives the entry it names: it must
+     * name the anchor's chain hash, which it then vouches for. */
+    bool at_anchor = base && start == base + 1;
+    if ((lrc = s_cp_next(&w, MDB_SET_RANGE, at_anchor ? base : start, out)))
+        goto close_log;
+    /* What was witnessed of entries retention deleted cannot be compared
+     * (their chain hashes went with them), except at the anchor's seq; what
+     * was witnessed before `from` is not looked at. Neither is a failure: a
+     * witnessed checkpoint further on covers the same history. */
+    for (uint64_t first = at_anchor ? base : start; wit->next < wit->n && wit->list[wit->next].cp.seq < first;
+         wit->next++) {
+        if (wit->list[wit->next].cp.seq <= base)
+            out->witness_deleted++;
+        else
+            out->witness_skipped++;
+    }
+    if (at_anchor && ((lrc = s_wit_check(wit, base, chain, out)) || (lrc = s_cp_check(&w, base, chain, keys, out))))
         goto close_log;
     uint64_t expect = start;
     MDB_val key = {sizeof start, &start}, val;
@@ -606,6 +768,10 @@ int logfile_verify(logfile_t *self, const keyfile_hub_t *keys, uint64_t from, co
     memset(out, 0, sizeof *out);
     /* A witnessed checkpoint counts only when the hub really signed it: a
      * forged line must not make a good log look tampered. */
+    if (n_witness && !keys) {
+        snprintf(out->problem, sizeof out->problem, "witnessed checkpoints need the hub's signing keys");
+        return LOGFILE_IO;
+    }
     char why[256];
     for (size_t i = 0; i < n_witness; i++) {
         int crc = logfile_checkpoint_check(&witness[i].cp, keys, why, sizeof why);
@@ -628,13 +794,7 @@ int logfile_verify(logfile_t *self, const keyfile_hub_t *keys, uint64_t from, co
     }
     s_wit_walk_t wit = {.list = sorted, .n = n_witness, .next = 0};
     MDB_txn *txn;
-    int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
-    if (rc == MDB_MAP_RESIZED) {
-        /* The hub grew the map since we opened: adopt its size. */
-        rc = mdb_env_set_mapsize(self->env, 0);
-        if (rc == 0)
-            rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
-    }
+    int rc = s_read_begin(self, &txn);
     int lrc;
     if (rc) {
         lrc = s_io(out, "read", rc);
@@ -644,6 +804,83 @@ int logfile_verify(logfile_t *self, const keyfile_hub_t *keys, uint64_t from, co
     }
     free(sorted);
     return lrc;
+}
+
+/* The first and last key of an integer-keyed database (0, 0 when empty). */
+static int s_bounds(MDB_txn *txn, MDB_dbi dbi, uint64_t *first, uint64_t *last)
+{
+    *first = *last = 0;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc)
+        return rc;
+    MDB_val key, val;
+    rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
+    if (rc == 0 && key.mv_size == sizeof *first) {
+        memcpy(first, key.mv_data, sizeof *first);
+        rc = mdb_cursor_get(cur, &key, &val, MDB_LAST);
+        if (rc == 0 && key.mv_size == sizeof *last)
+            memcpy(last, key.mv_data, sizeof *last);
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int logfile_summary(logfile_t *self, logfile_summary_t *out, char *err, size_t err_len)
+{
+    memset(out, 0, sizeof *out);
+    MDB_txn *txn;
+    int rc = s_read_begin(self, &txn);
+    if (rc)
+        goto fail;
+    MDB_stat st;
+    uint64_t first_cp;
+    if ((rc = mdb_stat(txn, self->log_db, &st)) ||
+        (rc = s_bounds(txn, self->log_db, &out->first_seq, &out->last_seq)))
+        goto abort;
+    out->entries = st.ms_entries;
+    if (self->has_checkpoints) {
+        if ((rc = mdb_stat(txn, self->checkpoints_db, &st)) ||
+            (rc = s_bounds(txn, self->checkpoints_db, &first_cp, &out->last_checkpoint)))
+            goto abort;
+        out->checkpoints = st.ms_entries;
+    }
+    if (self->has_cursors) {
+        if ((rc = mdb_stat(txn, self->cursors_db, &st)))
+            goto abort;
+        out->cursors = st.ms_entries;
+    }
+abort:
+    mdb_txn_abort(txn);
+    if (rc == 0)
+        return LOGFILE_OK;
+fail:
+    snprintf(err, err_len, "read: %s", mdb_strerror(rc));
+    return LOGFILE_IO;
+}
+
+int logfile_copy(logfile_t *self, int fd, bool compact, char *err, size_t err_len)
+{
+    unsigned flags = compact ? MDB_CP_COMPACT : 0;
+    int rc = mdb_env_copyfd2(self->env, fd, flags);
+    if (rc == MDB_MAP_RESIZED) {
+        /* Refused before anything was written: the hub grew the map since
+         * this handle mapped it. Adopt the new size and start over. */
+        rc = mdb_env_set_mapsize(self->env, 0);
+        if (rc == 0 && (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0))
+            rc = errno;
+        if (rc == 0)
+            rc = mdb_env_copyfd2(self->env, fd, flags);
+    }
+    if (rc == 0)
+        return LOGFILE_OK;
+    if (rc == MDB_INCOMPATIBLE && compact)
+        snprintf(err, err_len,
+                 "the compacting copy found pages that belong to no database (a page leak); "
+                 "a plain copy can still be made");
+    else
+        snprintf(err, err_len, "copy: %s", mdb_strerror(rc));
+    return LOGFILE_IO;
 }
 
 const char *logfile_strerror(int code)

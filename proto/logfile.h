@@ -3,7 +3,8 @@
  * The one description of the log's on-disk format that both sides link: the
  * hub's journal (hub/journal.c) writes entries and checkpoints with these
  * functions, and `civibus verify` (adapters/cli/verify.c) reads them back
- * through logfile_open/logfile_verify, without the hub's private modules.
+ * through logfile_open/logfile_verify, without the hub's private modules;
+ * `civibus backup` and `restore` copy it with logfile_copy (proto/backup.h).
  * docs/LOG.md is the prose version of this header.
  *
  * Entry (the value of log key seq), format 2, integers little-endian:
@@ -29,6 +30,14 @@
  * The signature is Ed25519 over the 78-byte string
  *   "civibus-checkpoint-v1" NUL || seq u64 LE || time i64 LE || chain || key id
  *
+ * Retention anchor (the value of meta key "anchor", absent until retention
+ * first deleted entries), 48 bytes:
+ *   bytes 0-7 seq A of the last deleted entry (u64), 8-15 its received_at
+ *   (i64), 16-47 chain[A]
+ * Entries 1..A are gone; the log starts at A+1 and its chain goes on from
+ * chain[A], so the rest still verifies. The anchor is written in the same
+ * transaction that deletes the entries.
+ *
  * Not thread-safe per object; one logfile_t per thread.
  */
 #ifndef CIVIBUS_LOGFILE_H
@@ -49,6 +58,8 @@
 #define LOGFILE_CHECKPOINT_VERSION 1u
 #define LOGFILE_CHECKPOINT_LEN 128
 #define LOGFILE_SIGNED_LEN 78
+#define LOGFILE_ANCHOR_KEY "anchor" /* meta key of the retention anchor */
+#define LOGFILE_ANCHOR_LEN 48
 
 enum logfile_err {
     LOGFILE_OK = 0,
@@ -143,12 +154,30 @@ typedef struct {
     int line;
 } logfile_witness_t;
 
+/* Where a log cut at the front by retention begins: entry seq was the last
+ * one deleted, and chain[seq] is what the first retained entry chains to. */
+typedef struct {
+    uint64_t seq;        /* last deleted seq (>= 1) */
+    int64_t received_at; /* its received_at, µs since the epoch */
+    uint8_t chain[LOGFILE_CHAIN_LEN];
+} logfile_anchor_t;
+
+void logfile_anchor_encode(const logfile_anchor_t *a, uint8_t out[LOGFILE_ANCHOR_LEN]);
+/* LOGFILE_OK, or LOGFILE_FORMAT when the bytes are not an anchor (length,
+ * or seq 0). */
+int logfile_anchor_decode(const uint8_t *v, size_t len, logfile_anchor_t *out);
+
 /* --- offline reader ------------------------------------------------------ */
 
 typedef struct logfile logfile_t;
 
-/* Open the log under dir read-only (MDB_RDONLY: a running hub keeps writing
- * meanwhile). NULL on error, with one line in err. */
+/* Open a log read-only. dir is either a hub's data directory (data.mdb and
+ * lock.mdb; MDB_RDONLY with LMDB's lock, so a running hub keeps writing
+ * meanwhile), or a single file holding a copy of data.mdb, such as one made
+ * by logfile_copy, read without a lock file (nothing may write it; a hub's
+ * own data.mdb named as a file while a process has it open is refused).
+ * NULL on error (no such path, no data.mdb in the directory, not a civibus
+ * log, another format version), with one line in err. */
 logfile_t *logfile_open(const char *dir, char *err, size_t err_len);
 void logfile_destroy(logfile_t **self_p);
 
@@ -158,27 +187,68 @@ typedef struct {
     uint64_t first_seq;       /* first entry checked (0: none) */
     uint64_t last_seq;        /* last entry checked (0: none) */
     uint64_t last_checkpoint; /* seq of the last good checkpoint (0: none) */
+    uint64_t anchor_seq;      /* retention deleted entries 1..anchor_seq (0: none) */
     uint64_t witnessed;       /* witnessed checkpoints matched */
     uint64_t last_witnessed;  /* seq of the last one (0: none) */
     uint64_t witness_skipped; /* witnessed checkpoints before `from`, not checked */
+    uint64_t witness_deleted; /* witnessed checkpoints of entries retention deleted, not checkable */
     uint64_t bad_seq;         /* LOGFILE_TAMPERED: the first bad sequence number */
     char problem[320];        /* what is wrong (or the I/O error) */
 } logfile_report_t;
 
 /* Verify the log from seq `from` (0 or 1: from the beginning, which must be
- * seq 1) to its end as of one read transaction: every entry parses, seqs
- * have no gap, every stored chain hash equals the recomputed one, every
- * checkpoint at or after `from` is signed by a key of keys valid at its
- * time (logfile_checkpoint_check) and names the recomputed chain hash of an
- * entry that exists, and so does every witnessed checkpoint (n_witness of
- * them, in any order; witness may be NULL when there are none): a
- * witnessed seq beyond the log's end is a truncation. Starting later trusts
- * the stored chain hash of entry from-1 and skips what was witnessed before
- * `from`. Stops at the first problem.
+ * seq 1, or the first entry after the retention anchor) to its end as of one
+ * read transaction: every entry parses, seqs have no gap, every stored chain
+ * hash equals the recomputed one, and every checkpoint at or after `from` is
+ * signed by a key of keys valid at its time (logfile_checkpoint_check) and
+ * names the recomputed chain hash of an entry that exists (or, at the
+ * anchor's seq, the anchor's chain hash). Starting at the anchor trusts its
+ * chain hash until a signed or witnessed checkpoint vouches for it; starting
+ * later trusts the stored chain hash of entry from-1. Checkpoints older than
+ * the anchor are not looked at. NULL keys checks all of that except the
+ * checkpoints' signatures.
+ * The witnessed checkpoints (n_witness of them, in any order; witness may be
+ * NULL when there are none; they need keys) must each be signed by a key of
+ * keys valid at its time, and name the recomputed chain hash of their entry:
+ * a witnessed seq beyond the log's end is a truncation. Those of entries
+ * retention deleted (seq below the anchor's) cannot be compared and are
+ * counted in witness_deleted, those before `from` in witness_skipped.
+ * Stops at the first problem.
  * Returns LOGFILE_OK, LOGFILE_TAMPERED (out->bad_seq, out->problem) or
  * LOGFILE_IO (out->problem). */
 int logfile_verify(logfile_t *self, const keyfile_hub_t *keys, uint64_t from, const logfile_witness_t *witness,
                    size_t n_witness, logfile_report_t *out);
+
+typedef struct {
+    uint64_t first_seq;       /* first entry (0: the log is empty) */
+    uint64_t last_seq;        /* last entry (0: the log is empty) */
+    uint64_t entries;         /* entries in the log */
+    uint64_t checkpoints;     /* signed checkpoints */
+    uint64_t last_checkpoint; /* seq of the last one (0: none) */
+    uint64_t cursors;         /* saved subscription cursors */
+} logfile_summary_t;
+
+/* Count what the log holds, as of one read transaction. LOGFILE_OK, or
+ * LOGFILE_IO with the LMDB error in err. */
+int logfile_summary(logfile_t *self, logfile_summary_t *out, char *err, size_t err_len);
+
+/* Write a consistent copy of the whole environment (every database, the
+ * subscription cursors included) to fd, from its current offset, as of one
+ * read transaction: a running hub goes on committing meanwhile, and the
+ * copy holds none of its later commits. compact omits free pages and
+ * renumbers the others (MDB_CP_COMPACT): smaller, costs more CPU, and fails
+ * on an environment with leaked pages, where a plain copy still works. The
+ * caller syncs and closes fd; the copy opens with logfile_open as a file.
+ * LOGFILE_OK, or LOGFILE_IO with the reason in err (fd then holds a partial
+ * copy to throw away). */
+int logfile_copy(logfile_t *self, int fd, bool compact, char *err, size_t err_len);
+
+/* Does a process hold dir's LMDB lock file open (a running hub, or a reader
+ * such as civibus verify)? 1 (its pid in *pid, may be NULL), 0 (no process,
+ * or no lock.mdb), -1 on error (errno). Probes with F_GETLK, so it must not
+ * be called while this process has an environment in dir open: closing the
+ * probe's descriptor would drop the process's own fcntl locks on the file. */
+int logfile_in_use(const char *dir, long *pid);
 
 const char *logfile_strerror(int code);
 

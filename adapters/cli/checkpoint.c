@@ -91,16 +91,9 @@ static int s_keys(const char *sign_key, const char *registry, civ_hub_keys_t **o
 {
     *out = NULL;
     char path[4096];
-    if (registry) {
-        int n = snprintf(path, sizeof path, "%s/%s", registry, KEYFILE_HUB_SIGN_FILE);
-        if (n < 0 || (size_t)n >= sizeof path) {
-            cli_err("checkpoint fetch: --registry: path too long");
-            return CLI_EXIT_USAGE;
-        }
-        sign_key = path;
-    }
-    if (!sign_key)
-        return CLI_EXIT_OK;
+    int rc = witness_keys_path("checkpoint fetch", sign_key, registry, path, sizeof path, &sign_key);
+    if (rc != 0 || !sign_key)
+        return rc;
     civ_error_t err = {0};
     *out = civ_hub_keys_new(sign_key, &err);
     if (!*out) {
@@ -128,10 +121,6 @@ static int s_fetch(int argc, char **argv)
         case S_OPT_REGISTRY: registry = optarg; break;
         default: return CLI_EXIT_USAGE;
         }
-    }
-    if (sign_key && registry) {
-        cli_err("checkpoint fetch: give --hub-sign-key or --registry, not both");
-        return CLI_EXIT_USAGE;
     }
     int rc = cli_conn_finish(&conn);
     if (rc != 0)

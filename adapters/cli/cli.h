@@ -8,6 +8,7 @@
 #ifndef CIVIBUS_CLI_H
 #define CIVIBUS_CLI_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 /* Process exit codes. */
@@ -41,5 +42,13 @@ int cmd_policy(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_checkpoint(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_top(int argc, char **argv);
+
+/* `civibus status --http`: print the operator overview from the monitoring
+ * endpoint http ("ADDR:PORT"), or with as_json its /api/status document as
+ * received. timeout_ms 0: 5000. Returns the exit code. */
+int cli_status_http(const char *http, int timeout_ms, bool as_json);
 
 #endif

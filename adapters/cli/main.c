@@ -26,10 +26,13 @@ static const s_command_t s_commands[] = {
     {"tail", cmd_tail, "follow a durable subscription, printing JSON lines"},
     {"replay", cmd_replay, "print the hub's log as JSON lines"},
     {"status", cmd_status, "show the hub's state and its subscriptions"},
+    {"top", cmd_top, "watch the hub's overview from its monitoring endpoint"},
     {"policy", cmd_policy, "check an access policy file, explain a decision"},
     {"registry", cmd_registry, "add, list, rotate and revoke agency keys in a registry folder"},
     {"verify", cmd_verify, "check the log's hash chain and signed checkpoints offline"},
     {"checkpoint", cmd_checkpoint, "fetch the hub's latest signed checkpoint into a witness file"},
+    {"backup", cmd_backup, "copy the hub's log into one file while the hub runs"},
+    {"restore", cmd_restore, "write a backup into an empty data directory, verified"},
 };
 #define S_N_COMMANDS (sizeof s_commands / sizeof s_commands[0])
 
@@ -71,6 +74,7 @@ int cli_exit_code(int civ_err)
     case CIV_E_BAD_REQUEST:
     case CIV_E_UNSUPPORTED_VERSION:
     case CIV_E_BAD_SIGNATURE:
+    case CIV_E_BEHIND_RETENTION:
     case CIV_E_UNSIGNED:
     case CIV_E_UNKNOWN_KEY: return CLI_EXIT_REFUSED;
     case CIV_E_TIMEOUT:
@@ -100,6 +104,7 @@ static void s_usage(FILE *out)
                  "  CIVIBUS_POLICY    access policy file of `policy explain`      (--policy)\n"
                  "  CIVIBUS_REGISTRY  agency registry folder of `registry ...`    (--registry)\n"
                  "  CIVIBUS_SIGN_KEY  this agency's signing key for `publish`     (--sign-key)\n"
+                 "  CIVIBUS_HTTP      the hub's monitoring endpoint for `top`      (--http)\n"
                  "\n"
                  "Exit codes:\n"
                  "  0  success\n"

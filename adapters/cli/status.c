@@ -1,7 +1,11 @@
 /* status - `civibus status`: is the hub there, and how far are its subscribers?
  *
+ * With --http ADDR:PORT the operator's overview of the whole hub is read from
+ * its monitoring endpoint instead (overview.c), and no hub option is needed.
+ *
  * A ping proves the hub reachable, then a status request lists the log's
- * range and every durable subscription with its lag (last_seq - cursor).
+ * range and every durable subscription with its lag (last_seq - cursor), and
+ * marks those behind the log's retention.
  * Warnings of the hub for the calling agency (its keys expiring soon) are
  * printed on stdout as "warning" lines after the hub's summary, before the
  * subscription table, and, with --json, as "warnings".
@@ -20,23 +24,30 @@
 #include "jsonev.h"
 #include "opts.h"
 
-enum { S_OPT_JSON = CLI_OPT_CMD };
+enum { S_OPT_JSON = CLI_OPT_CMD, S_OPT_HTTP };
 
 static const struct option s_longopts[] = {
     CLI_OPTS_HELP,
     CLI_OPTS_CONN,
     {"json", no_argument, NULL, S_OPT_JSON},
+    {"http", required_argument, NULL, S_OPT_HTTP},
     {NULL, 0, NULL, 0},
 };
 
 static void s_usage(void)
 {
-    printf("usage: civibus status [--json] [HUB OPTIONS]\n\n"
+    printf("usage: civibus status [--json] [HUB OPTIONS]\n"
+           "       civibus status --http ADDR:PORT [--json] [--timeout MS]\n\n"
            "Check that the hub answers and show its version, instance, the range of its\n"
-           "log and every subscription with its cursor and lag (last seq - cursor).\n\n"
+           "log and every subscription of this agency with its cursor and lag (last seq -\n"
+           "cursor). With --http, show the operator's overview of the whole hub instead\n"
+           "(rates, agencies, every subscription, refusals, warnings), read from the hub's\n"
+           "monitoring endpoint; no agency key is needed.\n\n"
            "Options:\n"
-           "  --json   print one JSON object instead of a table\n"
-           "  --help   this text\n\n" CLI_CONN_USAGE);
+           "  --json             print one JSON object instead of a table (with --http: the\n"
+           "                     endpoint's /api/status document as it came)\n"
+           "  --http ADDR:PORT   the hub's monitoring endpoint (civibusd's http setting)\n"
+           "  --help             this text\n\n" CLI_CONN_USAGE);
 }
 
 static uint64_t s_lag(const civ_status_t *st, const civ_sub_status_t *sub)
@@ -76,10 +87,10 @@ static int s_json(const char *endpoint, const civ_status_t *st)
     for (size_t i = 0; subs && i < st->n_subscriptions; i++) {
         const civ_sub_status_t *s = &st->subscriptions[i];
         json_array_append_new(
-            subs, json_pack("{s:s, s:s, s:o, s:I, s:I, s:b, s:I, s:I}", "agency", s->agency, "name", s->name,
+            subs, json_pack("{s:s, s:s, s:o, s:I, s:I, s:b, s:I, s:I, s:b}", "agency", s->agency, "name", s->name,
                             "filters", s_filters_json(s->filters), "cursor", (json_int_t)s->cursor, "lag",
                             (json_int_t)s_lag(st, s), "connected", s->connected, "credit", (json_int_t)s->credit,
-                            "in_flight", (json_int_t)s->in_flight));
+                            "in_flight", (json_int_t)s->in_flight, "behind_retention", s->behind_retention));
     }
     json_t *warnings = json_array();
     for (size_t i = 0; warnings && i < st->n_warnings; i++)
@@ -122,8 +133,9 @@ static int s_table(const char *endpoint, const civ_status_t *st)
            "CONNECTED");
     for (size_t i = 0; i < st->n_subscriptions; i++) {
         const civ_sub_status_t *s = &st->subscriptions[i];
-        printf("%-*s  %-*s  %-*s  %12" PRIu64 "  %12" PRIu64 "  %s\n", wa, s->agency, wn, s->name, wf, s->filters,
-               s->cursor, s_lag(st, s), s->connected ? "yes" : "no");
+        printf("%-*s  %-*s  %-*s  %12" PRIu64 "  %12" PRIu64 "  %s%s\n", wa, s->agency, wn, s->name, wf, s->filters,
+               s->cursor, s_lag(st, s), s->connected ? "yes" : "no",
+               s->behind_retention ? "  (behind retention: events after the cursor were deleted)" : "");
     }
     return CLI_EXIT_OK;
 }
@@ -132,6 +144,7 @@ int cmd_status(int argc, char **argv)
 {
     cli_conn_t conn = {0};
     bool as_json = false;
+    const char *http = NULL;
     int c;
     while ((c = cli_getopt(argc, argv, s_longopts)) != -1) {
         int r = cli_conn_option(&conn, c, optarg);
@@ -142,9 +155,12 @@ int cmd_status(int argc, char **argv)
         switch (c) {
         case CLI_OPT_HELP: s_usage(); return CLI_EXIT_OK;
         case S_OPT_JSON: as_json = true; break;
+        case S_OPT_HTTP: http = optarg; break;
         default: return CLI_EXIT_USAGE;
         }
     }
+    if (http)
+        return cli_status_http(http, conn.timeout_ms, as_json);
     int rc = cli_conn_finish(&conn);
     if (rc != CLI_EXIT_OK)
         return rc;

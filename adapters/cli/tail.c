@@ -247,7 +247,10 @@ static int s_follow(s_tail_t *t, uint64_t count)
         if (rc != CIV_OK) {
             if (s_stop) /* the signal interrupted the wait */
                 break;
-            cli_err("tail: %s", civ_strerror(rc));
+            if (rc == CIV_E_BEHIND_RETENTION) /* the hub's words name the events lost */
+                cli_err("tail: %s (%s)", civ_strerror(rc), civ_client_error(t->client));
+            else
+                cli_err("tail: %s", civ_strerror(rc));
             int commit = s_commit(t);
             return commit != CLI_EXIT_OK ? commit : cli_exit_code(rc);
         }
@@ -408,7 +411,10 @@ int cmd_replay(int argc, char **argv)
         civ_delivery_t *d = NULL;
         int e = civ_replay_next(replay, &d, -1);
         if (e != CIV_OK) {
-            cli_err("replay: %s", e == CIV_E_TIMEOUT ? "no answer from the hub in time" : civ_strerror(e));
+            if (e == CIV_E_BEHIND_RETENTION)
+                cli_err("replay: %s (%s)", civ_strerror(e), civ_client_error(client));
+            else
+                cli_err("replay: %s", e == CIV_E_TIMEOUT ? "no answer from the hub in time" : civ_strerror(e));
             rc = cli_exit_code(e);
             break;
         }

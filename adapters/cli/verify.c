@@ -4,8 +4,11 @@
  * a live hub, on a copy, or on a backup, and never changes a byte. It
  * recomputes the hash chain from the first entry, compares every stored
  * chain hash, checks every checkpoint's Ed25519 signature with the hub's
- * signing public key, and names the first bad sequence number. What a
- * passing check proves, and what it cannot, is in docs/LOG.md.
+ * signing public key, and names the first bad sequence number. A log whose
+ * oldest entries retention deleted is checked from its anchor (the chain
+ * hash of the last deleted entry, kept in the log's meta data). What a
+ * passing check proves, and what it cannot, is in docs/LOG.md. --data takes
+ * a data directory or a file written by `civibus backup`.
  *
  * --hub-key here is the hub's *signing* public key (hub-sign.pub), not the
  * CURVE key other commands take; so CIVIBUS_HUB_KEY is not consulted. It
@@ -16,7 +19,9 @@
  * --hub --registry DIR` and `civibus registry rotate --hub` keep the list.
  * --witness FILE adds checkpoints kept outside the hub (witness.h): each
  * must be signed by a hub key and match the log, and a log shorter than one
- * of them was cut back.
+ * of them was cut back. Those of entries retention deleted cannot be
+ * compared any more; they are reported, not failed, since the witnessed
+ * checkpoints after the anchor cover the same history.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -45,14 +50,15 @@ static const struct option s_longopts[] = {
 
 static void s_usage(void)
 {
-    printf("usage: civibus verify --data DIR (--hub-key FILE | --registry DIR) [--witness FILE]\n"
-           "                      [--from SEQ]\n\n"
+    printf("usage: civibus verify --data DIR|FILE (--hub-key FILE | --registry DIR)\n"
+           "                      [--witness FILE] [--from SEQ]\n\n"
            "Check the hub's log offline: recompute its SHA-256 hash chain, compare every\n"
            "stored chain hash, verify every signed checkpoint with the hub's signing keys,\n"
            "and check that no sequence number is missing. Reads the LMDB files read-only;\n"
            "safe while the hub runs. See docs/LOG.md.\n\n"
            "Options:\n"
-           "  --data DIR       the hub's data directory (its `data` setting)\n"
+           "  --data DIR|FILE  the hub's data directory (its `data` setting), or a file\n"
+           "                   written by civibus backup\n"
            "  --hub-key FILE   the hub's signing public key (hub-sign.pub from civibus\n"
            "                   keygen --hub, PEM), or a list of its keys with their validity\n"
            "                   (the registry's hub-sign.pub); a checkpoint counts when a key\n"
@@ -63,11 +69,13 @@ static void s_usage(void)
            "                   the hub's own log): each must match the log; a log shorter\n"
            "                   than one of them was cut back\n"
            "  --from SEQ       start at SEQ, trusting the stored chain hash of SEQ-1\n"
-           "                   (default: from the first entry, seq 1)\n"
+           "                   (default: from the first entry: seq 1, or the first one\n"
+           "                   retention kept, from its anchor)\n"
            "  --help           this text\n\n"
-           "Prints `ok: N entries, M checkpoints, last seq S, last checkpoint C` (and, with\n"
-           "--witness, `, W witnessed, last witnessed X`) and exits 0, or names the first\n"
-           "bad sequence number and exits 1. Exit 4: the log, the keys or the witness file\n"
+           "Prints `ok: N entries, M checkpoints, last seq S, last checkpoint C` (then\n"
+           "`, first seq F` when retention deleted the entries before F, and with --witness\n"
+           "`, W witnessed, last witnessed X`) and exits 0, or names the first bad\n"
+           "sequence number and exits 1. Exit 4: the log, the keys or the witness file\n"
            "cannot be read; 2: usage.\n");
 }
 
@@ -104,33 +112,22 @@ int cmd_verify(int argc, char **argv)
         default: return CLI_EXIT_USAGE;
         }
     }
-    if (!data || !key_path == !registry) {
+    if (!data || (!key_path && !registry)) {
         cli_err("verify: --data DIR and one of --hub-key FILE and --registry DIR are required");
         return CLI_EXIT_USAGE;
     }
     char reg_key[4096];
-    if (registry) {
-        int n = snprintf(reg_key, sizeof reg_key, "%s/%s", registry, KEYFILE_HUB_SIGN_FILE);
-        if (n < 0 || (size_t)n >= sizeof reg_key) {
-            cli_err("verify: --registry: path too long");
-            return CLI_EXIT_USAGE;
-        }
-        key_path = reg_key;
-    }
+    int rc = witness_keys_path("verify", key_path, registry, reg_key, sizeof reg_key, &key_path);
+    if (rc != 0)
+        return rc;
+    keyfile_hub_t *keys = witness_keys_read("verify", key_path);
+    if (!keys)
+        return CLI_EXIT_FILE;
     char err[512];
-    keyfile_hub_t *keys = malloc(sizeof *keys);
-    if (!keys) {
-        cli_err("verify: out of memory");
-        return CLI_EXIT_INTERNAL;
-    }
     logfile_witness_t *witness = NULL;
     size_t n_witness = 0;
     logfile_t *log = NULL;
-    int rc = CLI_EXIT_FILE;
-    if (keyfile_read_hub_sign(key_path, keys, err, sizeof err) != KEYFILE_OK) {
-        cli_err("verify: %s", err);
-        goto done;
-    }
+    rc = CLI_EXIT_FILE;
     if (witness_path && witness_read("verify", witness_path, false, &witness, &n_witness) != 0)
         goto done;
     log = logfile_open(data, err, sizeof err);
@@ -146,11 +143,24 @@ int cmd_verify(int argc, char **argv)
     if (lrc == LOGFILE_OK) {
         printf("ok: %" PRIu64 " entries, %" PRIu64 " checkpoints, last seq %" PRIu64 ", last checkpoint %" PRIu64,
                rep.entries, rep.checkpoints, rep.last_seq, rep.last_checkpoint);
+        if (rep.anchor_seq)
+            printf(", first seq %" PRIu64, rep.first_seq);
         if (witness_path)
             printf(", %" PRIu64 " witnessed, last witnessed %" PRIu64, rep.witnessed, rep.last_witnessed);
         printf("\n");
+        if (rep.anchor_seq)
+            fprintf(stderr,
+                    "civibus: verify: entries 1 to %" PRIu64 " were deleted by retention; the chain was checked "
+                    "from the anchor kept with the log (the chain hash of seq %" PRIu64 "), which only a signed "
+                    "or witnessed checkpoint after it vouches for\n",
+                    rep.anchor_seq, rep.anchor_seq);
         if (witness_path && n_witness == 0)
             fprintf(stderr, "civibus: verify: %s holds no checkpoint\n", witness_path);
+        if (rep.witness_deleted)
+            fprintf(stderr,
+                    "civibus: verify: %" PRIu64 " witnessed checkpoints are before the retained log (seq %" PRIu64
+                    " and earlier were deleted by retention) and could not be compared\n",
+                    rep.witness_deleted, rep.anchor_seq);
         if (rep.witness_skipped)
             fprintf(stderr, "civibus: verify: %" PRIu64 " witnessed checkpoints before seq %" PRIu64
                     " were not checked (--from)\n", rep.witness_skipped, from);

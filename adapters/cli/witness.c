@@ -102,3 +102,40 @@ int witness_append(const char *cmd, const char *path, const char *line)
     }
     return 0;
 }
+
+int witness_keys_path(const char *cmd, const char *key_path, const char *registry, char *buf, size_t buf_len,
+                      const char **path)
+{
+    *path = key_path;
+    if (key_path && registry) {
+        cli_err("%s: give the hub's signing keys as a file or with --registry DIR, not both", cmd);
+        return CLI_EXIT_USAGE;
+    }
+    if (!registry)
+        return 0;
+    int n = snprintf(buf, buf_len, "%s/%s", registry, KEYFILE_HUB_SIGN_FILE);
+    if (n < 0 || (size_t)n >= buf_len) {
+        cli_err("%s: --registry: path too long", cmd);
+        return CLI_EXIT_USAGE;
+    }
+    *path = buf;
+    return 0;
+}
+
+keyfile_hub_t *witness_keys_read(const char *cmd, const char *path)
+{
+    /* Up to KEYFILE_MAX_HUB_SIGN keys with their attributes: kept off the
+     * stack. */
+    keyfile_hub_t *keys = malloc(sizeof *keys);
+    if (!keys) {
+        cli_err("%s: out of memory", cmd);
+        return NULL;
+    }
+    char err[512];
+    if (keyfile_read_hub_sign(path, keys, err, sizeof err) != KEYFILE_OK) {
+        cli_err("%s: %s", cmd, err);
+        free(keys);
+        return NULL;
+    }
+    return keys;
+}

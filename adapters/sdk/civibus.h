@@ -47,6 +47,7 @@ enum civ_err {
     CIV_E_BAD_REQUEST = -8,
     CIV_E_UNSUPPORTED_VERSION = -9,
     CIV_E_BAD_SIGNATURE = -10, /* a signature does not verify (hub or civ_verifier_check) */
+    CIV_E_BEHIND_RETENTION = -11, /* retention deleted entries a subscription or replay needs */
     /* Codes of the library itself. */
     CIV_E_TIMEOUT = -20,   /* no answer in time; safe to retry */
     CIV_E_INVALID = -21,   /* bad argument (the message says which) */
@@ -62,7 +63,7 @@ enum civ_err {
 const char *civ_strerror(int code);
 /* Short machine name: "not_authorised", "malformed", "too_large",
  * "storage_full", "unavailable", "internal", "unknown_subscription",
- * "bad_request", "unsupported_version", "bad_signature", "timeout",
+ * "bad_request", "unsupported_version", "bad_signature", "behind_retention", "timeout",
  * "invalid", "key", "transport", "protocol", "nomem", "unsigned",
  * "unknown_key". Static string. */
 const char *civ_error_name(int code);
@@ -197,7 +198,12 @@ void civ_delivery_destroy(civ_delivery_t **self_p);
  * the library grants more as civ_next hands events out. window 0 means 1024;
  * at most 65536. Waits for the hub's confirmation: CIV_OK, the hub's refusal
  * (e.g. CIV_E_NOT_AUTHORISED, CIV_E_BAD_REQUEST), CIV_E_INVALID or
- * CIV_E_TIMEOUT. A client may hold several subscriptions. */
+ * CIV_E_TIMEOUT. A client may hold several subscriptions.
+ * CIV_E_BEHIND_RETENTION: the hub's retention deleted entries the start
+ * asks for (after the saved cursor, or a SEQ or TIME before the log's
+ * start); civ_client_error() names them. Nothing was skipped: to accept the
+ * loss, subscribe again with CIV_START_FIRST (or a SEQ from the log's
+ * start, civ_status first_seq). */
 int civ_subscribe(civ_client_t *self, const char *name, const char *const *filters, size_t n_filters,
                   civ_start_t start, uint32_t window);
 
@@ -208,7 +214,10 @@ int civ_subscribe(civ_client_t *self, const char *name, const char *const *filte
  * When the hub refuses to re-open a subscription after a reconnect or a hub
  * restart (e.g. CIV_E_NOT_AUTHORISED because the access policy changed),
  * civ_next returns that code once and the subscription is closed on this
- * client. */
+ * client. So does CIV_E_BEHIND_RETENTION when the hub's retention deleted
+ * events before they were delivered (the range is in civ_client_error());
+ * subscribe again with an explicit start to go on. Either comes after the
+ * events of that subscription already received. */
 int civ_next(civ_client_t *self, civ_delivery_t **out, int timeout_ms);
 
 /* Acknowledge everything up to seq on subscription name (cumulative). The hub
@@ -225,7 +234,9 @@ typedef struct civ_replay civ_replay_t;
  * ahead of the reader. The replay borrows the client until destroyed. */
 civ_replay_t *civ_replay_open(civ_client_t *self, civ_start_t from, uint64_t count, civ_error_t *err);
 /* Next event, or CIV_OK with *out NULL at the end. A refusal by the hub is
- * returned as its code; CIV_E_INVALID once the client was destroyed. */
+ * returned as its code (CIV_E_BEHIND_RETENTION when retention deleted
+ * entries the replay still had to read: open a new one from FIRST);
+ * CIV_E_INVALID once the client was destroyed. */
 int civ_replay_next(civ_replay_t *self, civ_delivery_t **out, int timeout_ms);
 void civ_replay_destroy(civ_replay_t **self_p);
 
@@ -300,6 +311,8 @@ typedef struct {
     bool connected;
     uint32_t credit;
     uint64_t in_flight;
+    bool behind_retention; /* retention deleted entries after the cursor: a
+                            * subscribe from the cursor gets CIV_E_BEHIND_RETENTION */
 } civ_sub_status_t;
 
 #define CIV_WARNING_MAX 256

@@ -23,6 +23,9 @@ const char *civ_strerror(int code)
     case CIV_E_BAD_REQUEST: return "bad request: invalid arguments";
     case CIV_E_UNSUPPORTED_VERSION: return "unsupported protocol version";
     case CIV_E_BAD_SIGNATURE: return "the event's signature does not verify";
+    case CIV_E_BEHIND_RETENTION:
+        return "behind retention: the hub deleted entries this subscription or replay needs; start again from "
+               "the first retained entry";
     case CIV_E_UNSIGNED: return "the event carries no signature";
     case CIV_E_UNKNOWN_KEY: return "no valid signing key of the source agency has the event's key id";
     case CIV_E_TIMEOUT: return "timed out waiting for the hub; safe to retry";
@@ -37,7 +40,7 @@ const char *civ_strerror(int code)
 
 const char *civ_error_name(int code)
 {
-    if (code <= CIV_E_NOT_AUTHORISED && code >= CIV_E_BAD_SIGNATURE)
+    if (code <= CIV_E_NOT_AUTHORISED && code >= CIV_E_BEHIND_RETENTION)
         return codec_error_name((Civibus__V1__ErrorCode)-code);
     switch (code) {
     case CIV_OK: return "ok";
@@ -58,7 +61,7 @@ int sdk_code_from_wire(int wire_code)
     if (wire_code == CIVIBUS__V1__ERROR_CODE__OK)
         return CIV_OK;
     if (wire_code >= CIVIBUS__V1__ERROR_CODE__NOT_AUTHORISED &&
-        wire_code <= CIVIBUS__V1__ERROR_CODE__BAD_SIGNATURE)
+        wire_code <= CIVIBUS__V1__ERROR_CODE__BEHIND_RETENTION)
         return -wire_code;
     return CIV_E_PROTOCOL;
 }

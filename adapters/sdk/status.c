@@ -177,6 +177,7 @@ static int s_fill(const Civibus__V1__StatusReply *r, civ_status_t **out)
         o->connected = in->connected;
         o->credit = in->credit;
         o->in_flight = in->in_flight;
+        o->behind_retention = in->behind_retention;
     }
     s->n_warnings = n_warn;
     s->warnings = n_warn ? (char(*)[CIV_WARNING_MAX])((char *)(s + 1) + r->n_subscriptions * sizeof *s->subscriptions)

@@ -37,6 +37,7 @@ struct sdk_sub {
     sdk_sub_state_t state;
     int open_error;    /* the hub's refusal of an OPENING subscribe */
     int report;        /* an error civ_next reports once, then drops the subscription */
+    char report_why[CIV_REASON_MAX]; /* the hub's reason for it */
     char hub_instance[SDK_INSTANCE_MAX + 1];
     uint64_t handed;   /* highest seq handed out */
     uint64_t acked;    /* highest seq the application acknowledged */
@@ -273,10 +274,12 @@ static int s_take(civ_client_t *self, civ_delivery_t **out)
 {
     sdk_subs_t *subs = &self->subs;
     for (sdk_sub_t *sub = subs->list; sub; sub = sub->next) {
-        if (sub->report != CIV_OK) {
+        /* What the hub sent before it ended the subscription comes first:
+         * the events before a loss to retention, for one. */
+        if (sub->report != CIV_OK && sub->queued == 0) {
             int code = sub->report;
-            sdk_error_set(&self->err, code, "subscription %s ended by the hub: %s", sub->name,
-                          civ_strerror(code));
+            sdk_error_set(&self->err, code, "subscription %s ended by the hub: %s: %s", sub->name,
+                          civ_error_name(code), sub->report_why);
             s_remove(self, sub);
             return code;
         }
@@ -429,6 +432,7 @@ bool sdk_subs_on_error(civ_client_t *self, const Civibus__V1__Error *error)
         code = CIV_E_PROTOCOL;
     sdk_error_set(&self->err, code, "subscription %s: %s: %s", sub->name, codec_error_name(error->code),
                   error->reason);
+    snprintf(sub->report_why, sizeof sub->report_why, "%s", error->reason);
     switch (sub->state) {
     case SDK_SUB_OPENING:
         /* UNKNOWN_SUBSCRIPTION answers an ack or credit of the old one. */
@@ -440,9 +444,11 @@ bool sdk_subs_on_error(civ_client_t *self, const Civibus__V1__Error *error)
             sub->report = code; /* transient refusals are retried by the tick */
         break;
     case SDK_SUB_ACTIVE:
+        /* Retention overtaking the session is final for it, as a refusal:
+         * going on past the lost events is the application's decision. */
         if (code == CIV_E_UNKNOWN_SUBSCRIPTION)
             s_reopen(self, sub);
-        else if (code == CIV_E_NOT_AUTHORISED)
+        else if (code == CIV_E_NOT_AUTHORISED || code == CIV_E_BEHIND_RETENTION)
             sub->report = code;
         /* Anything else answers an ack or credit (e.g. an ack past the
          * delivered events): kept in self->err, the subscription goes on. */

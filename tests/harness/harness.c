@@ -1,10 +1,12 @@
 /* harness - start real civibusd processes for integration tests and benchmarks.
  *
  * The ready line is read from a pipe with poll(), so a hub that never gets
- * ready fails the test after a bounded wait instead of hanging it.
+ * ready fails the test after a bounded wait instead of hanging it. HTTP
+ * requests to the monitoring endpoint go through libcurl, with a timeout.
  */
 #include "harness.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -34,6 +36,7 @@ struct harness {
     char sign_pub[320];
     char log[300];
     char endpoint[128];
+    char http[80]; /* the monitoring endpoint's ADDR:PORT, "" when off */
     char key_paths[MAX_KEYS][400];
     char key_names[MAX_KEYS][80];
     int n_keys;
@@ -168,6 +171,25 @@ const char *harness_key(harness_t *self, const char *agency)
     return NULL;
 }
 
+/* "civibusd ready endpoint=E [http=A]": fields separated by spaces. */
+static int s_parse_ready(harness_t *self, char *line)
+{
+    self->endpoint[0] = '\0';
+    self->http[0] = '\0';
+    char *save = NULL;
+    for (char *f = strtok_r(line, " ", &save); f; f = strtok_r(NULL, " ", &save)) {
+        if (strncmp(f, "endpoint=", 9) == 0)
+            snprintf(self->endpoint, sizeof self->endpoint, "%s", f + 9);
+        else if (strncmp(f, "http=", 5) == 0)
+            snprintf(self->http, sizeof self->http, "%s", f + 5);
+    }
+    if (!self->endpoint[0]) {
+        fprintf(stderr, "harness: the ready line names no endpoint\n");
+        return -1;
+    }
+    return 0;
+}
+
 int harness_start(harness_t *self, const char *const *extra_args)
 {
     if (self->pid > 0)
@@ -186,6 +208,10 @@ int harness_start(harness_t *self, const char *const *extra_args)
     argv[n++] = self->hub_key;
     argv[n++] = "--signing-key";
     argv[n++] = self->sign_key;
+    /* A free port for every hub (tests run in parallel); a test may pass
+     * its own --http, which wins as the later flag. */
+    argv[n++] = "--http";
+    argv[n++] = "127.0.0.1:0";
     for (int i = 0; extra_args && extra_args[i] && n < MAX_ARGS - 1; i++)
         argv[n++] = extra_args[i];
     argv[n] = NULL;
@@ -224,12 +250,11 @@ int harness_start(harness_t *self, const char *const *extra_args)
                 break;
             have += (size_t)got;
             buf[have] = '\0';
-            char *line = strstr(buf, "civibusd ready endpoint=");
+            char *line = strstr(buf, "civibusd ready ");
             char *nl = line ? strchr(line, '\n') : NULL;
             if (nl) {
                 *nl = '\0';
-                snprintf(self->endpoint, sizeof self->endpoint, "%s", line + strlen("civibusd ready endpoint="));
-                rc = 0;
+                rc = s_parse_ready(self, line);
                 break;
             }
         }
@@ -275,6 +300,20 @@ int harness_stop(harness_t *self)
     return rc;
 }
 
+int harness_signal(harness_t *self, int sig)
+{
+    if (self->pid <= 0)
+        return -1;
+    return kill(self->pid, sig) == 0 ? 0 : -1;
+}
+
+int harness_wait(harness_t *self, int timeout_ms)
+{
+    if (self->pid <= 0)
+        return -1;
+    return s_reap(self, timeout_ms);
+}
+
 int harness_kill(harness_t *self)
 {
     if (self->pid <= 0)
@@ -311,6 +350,83 @@ const char *harness_endpoint(const harness_t *self)
 const char *harness_registry(const harness_t *self)
 {
     return self->registry;
+}
+
+const char *harness_http(const harness_t *self)
+{
+    return self->http;
+}
+
+typedef struct {
+    char *data;
+    size_t len;
+} s_body_t;
+
+static size_t s_body_write(char *ptr, size_t size, size_t n, void *arg)
+{
+    s_body_t *b = arg;
+    size_t add = size * n;
+    char *grown = realloc(b->data, b->len + add + 1);
+    if (!grown)
+        return 0; /* curl then fails the transfer */
+    memcpy(grown + b->len, ptr, add);
+    b->len += add;
+    grown[b->len] = '\0';
+    b->data = grown;
+    return add;
+}
+
+int harness_http_request(const harness_t *self, const char *method, const char *path, long *status, char **body,
+                         size_t *len)
+{
+    *status = 0;
+    if (body)
+        *body = NULL;
+    if (len)
+        *len = 0;
+    if (!self->http[0]) {
+        fprintf(stderr, "harness: the hub has no HTTP endpoint\n");
+        return -1;
+    }
+    char url[256];
+    snprintf(url, sizeof url, "http://%s%s", self->http, path);
+    CURL *curl = curl_easy_init();
+    if (!curl)
+        return -1;
+    s_body_t b = {.data = NULL, .len = 0};
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_body_write);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    else if (strcmp(method, "GET") != 0)
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    CURLcode rc = curl_easy_perform(curl);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+    else
+        fprintf(stderr, "harness: %s %s: %s\n", method, url, curl_easy_strerror(rc));
+    curl_easy_cleanup(curl);
+    if (rc != CURLE_OK) {
+        free(b.data);
+        return -1;
+    }
+    if (!b.data)
+        b.data = calloc(1, 1);
+    if (body)
+        *body = b.data;
+    else
+        free(b.data);
+    if (len)
+        *len = b.len;
+    return 0;
+}
+
+int harness_http_get(const harness_t *self, const char *path, long *status, char **body, size_t *len)
+{
+    return harness_http_request(self, "GET", path, status, body, len);
 }
 
 const char *harness_hub_sign_pub(const harness_t *self)

@@ -6,7 +6,9 @@
  * happened). The hub listens on 127.0.0.1 on a port chosen at the first start
  * and reused at every restart, so clients reconnect to the same endpoint.
  * The daemon's binary is $CIVIBUSD, else build/civibusd. Its stderr goes to
- * DIR/hub.log; harness_dump_log prints it after a failure.
+ * DIR/hub.log; harness_dump_log prints it after a failure. Its monitoring
+ * endpoint listens on 127.0.0.1 on a free port (harness_http), which
+ * harness_http_get queries.
  */
 #ifndef CIVIBUS_HARNESS_H
 #define CIVIBUS_HARNESS_H
@@ -35,10 +37,29 @@ int harness_start(harness_t *self, const char *const *extra_args);
 /* SIGTERM and wait up to 15 s (then SIGKILL). Returns the exit status
  * (0..255), 128+signal if killed, -1 on error. */
 int harness_stop(harness_t *self);
+/* Send sig to the hub; 0 on success, -1 when none runs. */
+int harness_signal(harness_t *self, int sig);
+/* Wait up to timeout_ms for the hub to exit by itself, sending nothing.
+ * Returns its exit status as harness_stop does, -2 when it still runs. */
+int harness_wait(harness_t *self, int timeout_ms);
 /* SIGKILL the hub and reap it. */
 int harness_kill(harness_t *self);
 bool harness_running(const harness_t *self);
 pid_t harness_pid(const harness_t *self);
+
+/* The hub's monitoring endpoint as the ready line gave it ("127.0.0.1:PORT",
+ * a free port chosen at each start: the harness passes --http 127.0.0.1:0
+ * before the test's own flags), or "" when the hub runs without one. */
+const char *harness_http(const harness_t *self);
+/* Send an HTTP request (method "GET", "HEAD", "POST", ...) for path to the
+ * monitoring endpoint, waiting at most 10 s. On success (any HTTP status)
+ * returns 0 with *status set and, when body is non-NULL, *body a
+ * NUL-terminated malloc'd copy of the body (caller frees) of *len bytes.
+ * -1 when no answer came (printed). */
+int harness_http_request(const harness_t *self, const char *method, const char *path, long *status, char **body,
+                         size_t *len);
+/* harness_http_request with GET. */
+int harness_http_get(const harness_t *self, const char *path, long *status, char **body, size_t *len);
 
 const char *harness_dir(const harness_t *self);
 const char *harness_data_dir(const harness_t *self);

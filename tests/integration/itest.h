@@ -84,8 +84,10 @@ static inline void it_raw_close(it_raw_t **self_p)
     *self_p = NULL;
 }
 
-/* A CURVE DEALER connected to the hub with agency's keys, or NULL. */
-static inline it_raw_t *it_raw_new(harness_t *h, const char *agency)
+/* A CURVE DEALER connected to the hub with agency's keys, or NULL.
+ * rcvhwm and rcvbuf (0: libzmq's defaults) are set before it connects: small
+ * values make a peer that reads slowly, or not at all, for the hub. */
+static inline it_raw_t *it_raw_new_opts(harness_t *h, const char *agency, int rcvhwm, int rcvbuf)
 {
     keyfile_t hub, mine;
     char err[512];
@@ -101,6 +103,10 @@ static inline it_raw_t *it_raw_new(harness_t *h, const char *agency)
     self->ctx = zmq_ctx_new();
     self->sock = self->ctx ? zmq_socket(self->ctx, ZMQ_DEALER) : NULL;
     int linger = 0;
+    if (self->sock && rcvhwm)
+        zmq_setsockopt(self->sock, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
+    if (self->sock && rcvbuf)
+        zmq_setsockopt(self->sock, ZMQ_RCVBUF, &rcvbuf, sizeof rcvbuf);
     if (self->sock &&
         zmq_socket_monitor(self->sock, "inproc://it-raw-monitor",
                            ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
@@ -120,6 +126,11 @@ static inline it_raw_t *it_raw_new(harness_t *h, const char *agency)
     }
     memset(&mine, 0, sizeof mine);
     return self;
+}
+
+static inline it_raw_t *it_raw_new(harness_t *h, const char *agency)
+{
+    return it_raw_new_opts(h, agency, 0, 0);
 }
 
 /* Wait up to timeout_ms for the outcome of the raw socket's (next)

@@ -85,11 +85,12 @@ rc=0
 
 # A hub loads the registry holding hub-sign.pub; verify --registry checks its log.
 mkfifo "$T/ready"
-"$HUBD" --data "$T/data" --listen 'tcp://127.0.0.1:*' --registry "$T/reg" --key "$T/keys/hub.key" \
+"$HUBD" --data "$T/data" --listen 'tcp://127.0.0.1:*' --http 127.0.0.1:0 --registry "$T/reg" --key "$T/keys/hub.key" \
     --signing-key "$T/keys/hub-sign.key" --no-sync >"$T/ready" 2>"$T/hub.log" &
 hub=$!
 read -r line <"$T/ready" || fail "the hub did not start"
-export CIVIBUS_HUB="${line#civibusd ready endpoint=}" CIVIBUS_HUB_KEY="$T/keys/hub.pub" CIVIBUS_TIMEOUT=5000
+line=${line#civibusd ready endpoint=}
+export CIVIBUS_HUB="${line%% *}" CIVIBUS_HUB_KEY="$T/keys/hub.pub" CIVIBUS_TIMEOUT=5000
 CIVIBUS_KEY="$T/a1/tax.key" "$CLI" publish --type tax.return.filed --data '{"n":1}' >/dev/null ||
     fail "publish refused"
 kill -TERM "$hub"

@@ -22,11 +22,12 @@ mkdir "$T/registry"
 "$CLI" keygen --agency population-register --dir "$T/keys" --registry "$T/registry" >/dev/null
 grep -q '^sign = ' "$T/registry/population-register.pub" || fail "keygen did not register a signing key"
 mkfifo "$T/ready"
-"$HUBD" --data "$T/data" --listen 'tcp://127.0.0.1:*' --registry "$T/registry" --key "$T/keys/hub.key" \
+"$HUBD" --data "$T/data" --listen 'tcp://127.0.0.1:*' --http 127.0.0.1:0 --registry "$T/registry" --key "$T/keys/hub.key" \
     --no-sync --require-signatures >"$T/ready" 2>"$T/hub.log" &
 hub=$!
 read -r line <"$T/ready"
-export CIVIBUS_HUB="${line#civibusd ready endpoint=}" CIVIBUS_HUB_KEY="$T/keys/hub.pub"
+line=${line#civibusd ready endpoint=}
+export CIVIBUS_HUB="${line%% *}" CIVIBUS_HUB_KEY="$T/keys/hub.pub"
 export CIVIBUS_KEY="$T/keys/population-register.key" CIVIBUS_TIMEOUT=5000
 SIGN="$T/keys/population-register-sign.key"
 

@@ -24,11 +24,12 @@ cc -Wall -Wextra -Werror adapters/sdk/examples/hello.c $(pkg-config --cflags civ
 mkdir "$T/registry"
 "$T/usr/bin/civibus" keygen --agency example --dir "$T/keys" --registry "$T/registry" >/dev/null
 mkfifo "$T/ready"
-"$T/usr/bin/civibusd" --data "$T/data" --listen 'tcp://127.0.0.1:*' --registry "$T/registry" \
+"$T/usr/bin/civibusd" --data "$T/data" --listen 'tcp://127.0.0.1:*' --http 127.0.0.1:0 --registry "$T/registry" \
     --key "$T/keys/hub.key" --no-sync >"$T/ready" 2>"$T/hub.log" &
 hub=$!
 read -r line <"$T/ready"
-export CIVIBUS_HUB="${line#civibusd ready endpoint=}" CIVIBUS_HUB_KEY="$T/keys/hub.pub"
+line=${line#civibusd ready endpoint=}
+export CIVIBUS_HUB="${line%% *}" CIVIBUS_HUB_KEY="$T/keys/hub.pub"
 export CIVIBUS_KEY="$T/keys/example.key"
 LD_LIBRARY_PATH="$T/usr/lib" timeout 30 "$T/hello"
 timeout 30 "$T/hello-static"

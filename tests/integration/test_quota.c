@@ -5,7 +5,9 @@
  * with a coded error (unavailable, with the ceiling's setting named in the
  * reason), while another agency (population-register) keeps publishing and
  * receiving through its own subscription on the same hub. Connections whose
- * key was revoked give their places back.
+ * key was revoked give their places back. Every refusal shows in /metrics as
+ * civibus_quota_refused_total{agency,ceiling} and among the unavailable
+ * refusals.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -37,6 +39,40 @@ static int s_teardown(void **state)
     it_fix_t *f = *state;
     it_fix_destroy(&f);
     return 0;
+}
+
+/* The value of the sample `name{labels}` in the hub's /metrics, or -1 when
+ * it is not there. */
+static long long s_metric(it_fix_t *f, const char *sample)
+{
+    long status = 0;
+    char *body = NULL;
+    if (harness_http_get(f->h, "/metrics", &status, &body, NULL) != 0 || status != 200) {
+        free(body);
+        return -1;
+    }
+    long long v = -1;
+    size_t n = strlen(sample);
+    for (const char *p = body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        if (strncmp(p, sample, n) == 0 && p[n] == ' ') {
+            v = strtoll(p + n + 1, NULL, 10);
+            break;
+        }
+    }
+    free(body);
+    return v;
+}
+
+/* Wait (the documents are rendered about once a second) until sample's value
+ * is at least want; fails with the last value seen. Returns it. */
+static long long s_metric_at_least(it_fix_t *f, const char *sample, long long want)
+{
+    long long v = -1;
+    for (int64_t deadline = it_mono_ms() + 15000; it_mono_ms() < deadline; it_sleep_ms(200))
+        if ((v = s_metric(f, sample)) >= want)
+            return v;
+    fail_msg("/metrics: %s is %lld, expected at least %lld", sample, v, want);
+    return v;
 }
 
 /* The well-behaved agency: a subscriber of everything and a publisher. */
@@ -100,10 +136,15 @@ static void test_subscriptions(void **state)
     /* one closed, one more fits */
     assert_int_equal(civ_unsubscribe(bad, "s2"), CIV_OK);
     assert_int_equal(civ_subscribe(bad, "s3", s_all, 1, it_from_first(), 8), CIV_OK);
+    /* counted: one refusal by this ceiling, also among the unavailable ones */
+    assert_int_equal(
+        s_metric_at_least(f, "civibus_quota_refused_total{agency=\"" BAD "\",ceiling=\"subscriptions\"}", 1), 1);
+    s_metric_at_least(f, "civibus_events_refused_total{agency=\"" BAD "\",reason=\"unavailable\"}", 1);
+    assert_int_equal(s_metric(f, "civibus_quota_refused_total{agency=\"" GOOD "\",ceiling=\"subscriptions\"}"), -1);
 }
 
-/* The answer to request_id on r, skipping the hub's probes (Pong with
- * request_id 0); NULL when none came in time. */
+/* The answer to request_id on r, skipping anything else; NULL when none came
+ * in time. */
 static Civibus__V1__HubMessage *s_answer(it_raw_t *r, uint64_t request_id)
 {
     int64_t deadline = it_mono_ms() + 10000;
@@ -174,9 +215,12 @@ static void test_connections(void **state)
     assert_int_equal(civ_ping(more, NULL), CIV_OK);
     s_good_flows(&g);
     s_ping_ok(r1, 4); /* the counted ones keep their service */
+    /* the refused connection is open, and shown; its refusal counted */
+    s_metric_at_least(f, "civibus_adapters_connected{agency=\"" BAD "\"}", 3);
+    s_metric_at_least(f, "civibus_quota_refused_total{agency=\"" BAD "\",ceiling=\"connections\"}", 1);
 
-    /* one closes: its place is free again within seconds (the hub probes
-     * a full agency's connections once a second) */
+    /* one closes: its place is free again once the hub reads the socket
+     * monitor's DISCONNECTED event */
     s_raw_drop(f, &r1);
     bool admitted = false;
     for (int64_t deadline = it_mono_ms() + 20000; !admitted && it_mono_ms() < deadline;) {
@@ -299,6 +343,10 @@ static void s_rate_case(it_fix_t *f, const char *flag, const char *value, int n,
     assert_int_equal(accepted + refused, n);
     assert_true(it_log_contains(f, "event=publish_refused agency=tax-office code=unavailable", 5000));
     s_good_flows(&g);
+    char sample[160];
+    snprintf(sample, sizeof sample, "civibus_quota_refused_total{agency=\"%s\",ceiling=\"%s\"}", BAD,
+             strcmp(setting, "agency_publish_rate") == 0 ? "publish_rate" : "publish_bytes");
+    assert_int_equal(s_metric_at_least(f, sample, refused), refused);
 }
 
 static void test_publish_rate(void **state)

@@ -1,6 +1,7 @@
 /* test_verify - `civibus verify` against a real hub's log, checkpoints kept
  * outside the hub (`civibus checkpoint fetch`, civ_client_checkpoint,
- * `verify --witness`), and the rotation of the hub's signing key.
+ * `verify --witness`, also of a backup file and of a log retention cut at the
+ * front), and the rotation of the hub's signing key.
  *
  * The hub runs with a signing key (the harness always gives it one) and a
  * checkpoint every 5 events; events are published one per batch, so
@@ -420,6 +421,69 @@ static void test_witness(void **state)
     assert_int_equal(s_lines(w), 3); /* kept, as evidence */
 }
 
+/* The hub's first_seq as /metrics shows it (-1 when it cannot be read). */
+static long long s_first_seq(it_fix_t *f)
+{
+    long status = 0;
+    char *body = NULL;
+    long long v = -1;
+    if (harness_http_get(f->h, "/metrics", &status, &body, NULL) == 0 && status == 200) {
+        const char *p = strstr(body, "\ncivibus_log_first_seq ");
+        if (p)
+            v = strtoll(p + strlen("\ncivibus_log_first_seq "), NULL, 10);
+    }
+    free(body);
+    return v;
+}
+
+/* Witnessed checkpoints with a backup file, and with a log whose front
+ * retention deleted: one of a deleted entry is reported and not held
+ * against the log; a later one is checked. */
+static void test_witness_backup_retention(void **state)
+{
+    it_fix_t *f = *state;
+    it_start(f, s_flags);
+    civ_client_t *c = it_client(f, A, 0);
+    it_publish_many(c, 0, 10, 1, NULL);
+    char w[600], args[1400], out[8192], copy[600];
+    snprintf(w, sizeof w, "%s/witness", harness_dir(f->h));
+    snprintf(args, sizeof args, "--out '%s' --hub-sign-key '%s'", w, harness_hub_sign_pub(f->h));
+    s_expect(s_fetch(f, out, sizeof out, args), 0, out, "event=checkpoint seq=10 ", "fetch");
+    it_drop(f, &c);
+
+    /* a hot backup file verifies against the witness like the directory */
+    snprintf(copy, sizeof copy, "%s/backup.mdb", harness_dir(f->h));
+    s_expect(s_cli(out, sizeof out, "backup --data '%s' --out '%s'", harness_data_dir(f->h), copy), 0, out, NULL,
+             "backup");
+    s_expect(s_cli(out, sizeof out, "verify --data '%s' --hub-key '%s' --witness '%s'", copy,
+                   harness_hub_sign_pub(f->h), w),
+             0, out, "last seq 10, last checkpoint 10, 1 witnessed, last witnessed 10", "verify a backup file");
+    assert_int_equal(harness_stop(f->h), 0);
+
+    /* retention deletes all a checkpoint covers but the newest entry */
+    const char *retain[] = {"--no-sync", "--checkpoint-events", "5", "--retention-max-bytes", "1", NULL};
+    it_start(f, retain);
+    c = it_client(f, A, 0);
+    it_publish_many(c, 10, 5, 1, NULL);
+    s_expect(s_fetch(f, out, sizeof out, args), 0, out, "event=checkpoint seq=15 ", "fetch after 15");
+    it_drop(f, &c);
+    long long first = -1;
+    for (int64_t deadline = it_mono_ms() + 15000; first != 15 && it_mono_ms() < deadline; it_sleep_ms(200))
+        first = s_first_seq(f);
+    assert_int_equal(first, 15);
+    assert_int_equal(harness_stop(f->h), 0);
+    s_expect(s_cli(out, sizeof out, "verify --data '%s' --hub-key '%s' --witness '%s'", harness_data_dir(f->h),
+                   harness_hub_sign_pub(f->h), w),
+             0, out, "last checkpoint 15, first seq 15, 1 witnessed, last witnessed 15", "verify a retained log");
+    s_expect(0, 0, out, "1 witnessed checkpoints are before the retained log (seq 14 and earlier", "its note");
+    /* the backup still holds entry 10: both witnessed checkpoints count
+     * against it, and the one at 15 is beyond its end */
+    s_expect(s_cli(out, sizeof out, "verify --data '%s' --hub-key '%s' --witness '%s'", copy,
+                   harness_hub_sign_pub(f->h), w),
+             1, out, "bad: seq 11: the log ends at 10 but a witnessed checkpoint (line 2) covers seq 15",
+             "an older backup against a newer witness");
+}
+
 /* The hub's signing key rotates: checkpoints of the old and the new key all
  * verify against the registry's list; an unknown key, or one revoked before
  * a checkpoint was made, is reported. */
@@ -511,6 +575,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_verify_and_tamper, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_witness, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_witness_backup_retention, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_rotation, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

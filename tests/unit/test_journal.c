@@ -6,7 +6,8 @@
  * de-duplication window use small windows (journal_opts_t accepts any size;
  * the config bounds are the hub's). The read-only test forks: LMDB
  * forbids opening one environment twice in one process, and offline tools
- * read from another process anyway.
+ * read from another process anyway; for the same reason the retention tests
+ * close the journal before the offline verifier (proto/logfile.h) reads it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,8 +25,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crypto.h"
 #include "journal.h"
 #include "log.h"
+#include "logfile.h"
 
 #define MIB ((size_t)1 << 20)
 
@@ -996,8 +999,9 @@ static void test_read_only_concurrent(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
-/* Rewrite data in place with raw LMDB (the journal closed meanwhile). */
-static void s_raw_put(const char *dir, const char *db, unsigned db_flags, MDB_val *key, MDB_val *val)
+/* Read (put false) or rewrite (put true) a record in place with raw LMDB
+ * (the journal closed meanwhile). */
+static void s_raw_op(const char *dir, const char *db, unsigned db_flags, MDB_val *key, MDB_val *val, bool put)
 {
     MDB_env *env;
     MDB_txn *txn;
@@ -1007,9 +1011,20 @@ static void s_raw_put(const char *dir, const char *db, unsigned db_flags, MDB_va
     assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, db, db_flags, &dbi), 0);
-    assert_int_equal(mdb_put(txn, dbi, key, val, 0), 0);
+    assert_int_equal(put ? mdb_put(txn, dbi, key, val, 0) : mdb_get(txn, dbi, key, val), 0);
+    if (!put) { /* LMDB's copy dies with the transaction */
+        void *copy = malloc(val->mv_size);
+        assert_non_null(copy);
+        memcpy(copy, val->mv_data, val->mv_size);
+        val->mv_data = copy;
+    }
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
+}
+
+static void s_raw_put(const char *dir, const char *db, unsigned db_flags, MDB_val *key, MDB_val *val)
+{
+    s_raw_op(dir, db, db_flags, key, val, true);
 }
 
 static void test_corrupt_entry_and_version(void **state)
@@ -1082,6 +1097,425 @@ static void test_creates_missing_dirs(void **state)
     assert_int_equal(st.st_mode & 0777, 0700);
 }
 
+/* --- retention ------------------------------------------------------------ */
+
+/* Call journal_retain until nothing more is due; the total deleted. Each
+ * call deletes at most batch entries. */
+static uint64_t s_retain_all(journal_t *j, int64_t now_us, size_t batch, int *calls)
+{
+    uint64_t total = 0;
+    *calls = 0;
+    for (int i = 0; i < 100000; i++) {
+        size_t n = 99;
+        assert_int_equal(journal_retain(j, now_us, &n), JOURNAL_OK);
+        assert_true(n <= batch);
+        if (n == 0)
+            return total;
+        total += n;
+        ++*calls;
+    }
+    fail_msg("retention never finished");
+    return total;
+}
+
+static int64_t s_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The log is first..last, gapless and intact, and the journal says so. */
+static void s_check_range(journal_t *j, uint64_t first, uint64_t last)
+{
+    int rc;
+    scan_t s = s_scan(j, 0, 0, &rc);
+    assert_int_equal(rc, JOURNAL_OK);
+    assert_int_equal(s.count, last - first + 1);
+    assert_int_equal(s.first, first);
+    assert_int_equal(s.last, last);
+    assert_true(s.ordered);
+    assert_true(s.content_ok);
+    assert_true(s.number_is_seq);
+    assert_int_equal(journal_first_seq(j), first);
+    assert_int_equal(journal_last_seq(j), last);
+    journal_retention_stats_t rs;
+    journal_retention_stats(j, &rs);
+    assert_int_equal(rs.first_seq, first);
+    assert_int_equal(rs.anchor_seq, first - 1);
+    assert_int_equal(rs.deleted_total, first - 1);
+}
+
+/* Sign a checkpoint of the journal's head with key and store it; returns it. */
+static logfile_checkpoint_t s_checkpoint(journal_t *j, const crypto_key_t *key)
+{
+    logfile_checkpoint_t cp = {.seq = journal_last_seq(j), .time = s_now_us()};
+    journal_chain_head(j, cp.chain);
+    assert_int_equal(logfile_checkpoint_sign(&cp, key), CRYPTO_OK);
+    assert_int_equal(journal_checkpoint_put(j, &cp), JOURNAL_OK);
+    return cp;
+}
+
+/* Run the offline verifier on dir (the journal must be closed) with key as
+ * the hub's only signing key, and n witnessed checkpoints. */
+static int s_verify_witness(const char *dir, const crypto_key_t *key, uint64_t from, const logfile_witness_t *w,
+                            size_t n, logfile_report_t *rep)
+{
+    char err[256];
+    logfile_t *lf = logfile_open(dir, err, sizeof err);
+    if (!lf)
+        fail_msg("logfile_open: %s", err);
+    keyfile_hub_t keys = {.n_sign = 1};
+    crypto_key_public(key, keys.sign[0].pub);
+    keys.sign[0].not_after = KEYFILE_FOREVER;
+    keys.sign[0].revoked_at = KEYFILE_FOREVER;
+    int rc = logfile_verify(lf, &keys, from, w, n, rep);
+    logfile_destroy(&lf);
+    return rc;
+}
+
+static int s_verify(const char *dir, const crypto_key_t *key, uint64_t from, logfile_report_t *rep)
+{
+    return s_verify_witness(dir, key, from, NULL, 0, rep);
+}
+
+/* Read (put false) or replace (put true) the retention anchor with raw LMDB. */
+static void s_raw_anchor(const char *dir, uint8_t anchor[LOGFILE_ANCHOR_LEN], bool put)
+{
+    MDB_val key = {sizeof LOGFILE_ANCHOR_KEY - 1, LOGFILE_ANCHOR_KEY}, val = {LOGFILE_ANCHOR_LEN, anchor};
+    s_raw_op(dir, "meta", 0, &key, &val, put);
+    if (!put) {
+        assert_int_equal(val.mv_size, LOGFILE_ANCHOR_LEN);
+        memcpy(anchor, val.mv_data, LOGFILE_ANCHOR_LEN);
+        free(val.mv_data);
+    }
+}
+
+static void test_retention_by_size(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    for (uint64_t k = 1; k <= 4000; k += 100)
+        s_append(j, k, 100);
+    journal_stats_t st;
+    assert_int_equal(journal_stats(j, &st), JOURNAL_OK);
+    assert_true(st.log_bytes > 4000 * 64);
+    assert_true(st.log_bytes <= st.used_bytes);
+
+    /* no rules, or rules without a limit: nothing is deleted */
+    int calls;
+    assert_int_equal(s_retain_all(j, s_now_us(), 0, &calls), 0);
+    journal_retention_t rules = {.batch = 100};
+    assert_int_equal(journal_retention_set(j, &rules), JOURNAL_OK);
+    assert_int_equal(s_retain_all(j, s_now_us(), 0, &calls), 0);
+    s_check_range(j, 1, 4000);
+
+    uint64_t limit = st.log_bytes / 4;
+    rules.max_bytes = limit;
+    assert_int_equal(journal_retention_set(j, &rules), JOURNAL_OK);
+    uint64_t deleted = s_retain_all(j, s_now_us(), 100, &calls);
+    assert_true(deleted > 2000 && deleted < 4000);
+    assert_true(calls >= 20); /* in transactions of at most 100 */
+    assert_int_equal(journal_stats(j, &st), JOURNAL_OK);
+    assert_true(st.log_bytes <= limit);
+    assert_int_equal(st.entries, 4000 - deleted);
+    s_check_range(j, deleted + 1, 4000);
+    journal_retention_stats_t rs;
+    journal_retention_stats(j, &rs);
+    assert_false(rs.held);
+    assert_true(rs.oldest_us > 0 && rs.oldest_us >= rs.anchor_us);
+
+    /* a time before the first retained entry maps to it */
+    uint64_t seq = 0;
+    assert_int_equal(journal_seq_at_time(j, INT64_MIN, &seq), JOURNAL_OK);
+    assert_int_equal(seq, deleted + 1);
+    /* appending goes on where it was, and stays under the limit */
+    for (uint64_t k = 4001; k <= 6000; k += 100) {
+        s_append(j, k, 100);
+        s_retain_all(j, s_now_us(), 100, &calls);
+    }
+    assert_int_equal(journal_stats(j, &st), JOURNAL_OK);
+    assert_true(st.log_bytes <= limit);
+    s_check_range(j, journal_first_seq(j), 6000);
+    journal_destroy(&j);
+}
+
+static void test_retention_by_age(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    batch_t b = s_batch("ee.population-register", 1, 10, 0);
+    assert_int_equal(journal_append_batch(j, b.e, 10, NULL, 0), JOURNAL_OK);
+    int64_t t1 = b.e[0].received_at;
+    s_batch_free(&b);
+    usleep(3000); /* a later batch time */
+    b = s_batch("ee.population-register", 11, 10, 0);
+    assert_int_equal(journal_append_batch(j, b.e, 10, NULL, 0), JOURNAL_OK);
+    int64_t t2 = b.e[0].received_at;
+    s_batch_free(&b);
+    assert_true(t2 > t1);
+
+    journal_retention_t rules = {.max_age_us = 1000000};
+    assert_int_equal(journal_retention_set(j, &rules), JOURNAL_OK);
+    int calls;
+    /* exactly max_age old is not older than it */
+    assert_int_equal(s_retain_all(j, t1 + 1000000, 1000, &calls), 0);
+    assert_int_equal(calls, 0);
+    assert_int_equal(s_retain_all(j, t1 + 1000001, 1000, &calls), 10);
+    assert_int_equal(calls, 1);
+    s_check_range(j, 11, 20);
+    journal_retention_stats_t rs;
+    journal_retention_stats(j, &rs);
+    assert_int_equal(rs.oldest_us, t2);
+    assert_int_equal(rs.anchor_us, t1);
+
+    /* everything is old: all but the newest entry go */
+    assert_int_equal(s_retain_all(j, t2 + 3600 * 1000000LL, 1000, &calls), 9);
+    s_check_range(j, 20, 20);
+    s_append(j, 21, 5);
+    s_check_range(j, 20, 25);
+    journal_destroy(&j);
+
+    /* the bounds and the anchor survive a restart */
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    s_check_range(j, 20, 25);
+    journal_retention_stats(j, &rs);
+    assert_int_equal(rs.oldest_us, t2);
+    assert_int_equal(rs.anchor_us, t2);
+    s_append(j, 26, 5);
+    s_check_range(j, 20, 30);
+    journal_destroy(&j);
+}
+
+static void test_retention_anchor_verifies(void **state)
+{
+    fixture_t *f = *state;
+    crypto_key_t *key = crypto_key_generate();
+    assert_non_null(key);
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    s_append(j, 1, 50);
+    logfile_witness_t w[2] = {{.cp = s_checkpoint(j, key), .line = 1}};
+    s_append(j, 51, 50);
+    w[1] = (logfile_witness_t){.cp = s_checkpoint(j, key), .line = 2};
+    s_append(j, 101, 50);
+    /* everything is due; only what the checkpoint at 100 covers goes */
+    journal_retention_t rules = {.max_bytes = 1, .batch = 30, .covered_only = true};
+    assert_int_equal(journal_retention_set(j, &rules), JOURNAL_OK);
+    int calls;
+    assert_int_equal(s_retain_all(j, s_now_us(), 30, &calls), 100);
+    assert_int_equal(calls, 4);
+    s_check_range(j, 101, 150);
+    logfile_checkpoint_t cp;
+    assert_int_equal(journal_checkpoint_get(j, 50, &cp), JOURNAL_NOTFOUND);
+    assert_int_equal(journal_checkpoint_get(j, 100, &cp), JOURNAL_OK);
+    journal_destroy(&j);
+
+    /* the chain verifies from the anchor; the checkpoint at the anchor's seq
+     * vouches for the anchor itself */
+    logfile_report_t rep;
+    assert_int_equal(s_verify(f->dir, key, 0, &rep), LOGFILE_OK);
+    assert_int_equal(rep.anchor_seq, 100);
+    assert_int_equal(rep.first_seq, 101);
+    assert_int_equal(rep.last_seq, 150);
+    assert_int_equal(rep.entries, 50);
+    assert_int_equal(rep.checkpoints, 1);
+    assert_int_equal(rep.last_checkpoint, 100);
+    /* a start among the deleted entries starts at the anchor */
+    assert_int_equal(s_verify(f->dir, key, 7, &rep), LOGFILE_OK);
+    assert_int_equal(rep.first_seq, 101);
+    assert_int_equal(s_verify(f->dir, key, 120, &rep), LOGFILE_OK);
+    assert_int_equal(rep.first_seq, 120);
+    assert_int_equal(rep.checkpoints, 0);
+
+    /* Checkpoints kept outside: the one at 50 names an entry retention
+     * deleted and cannot be compared (counted, not failed); the one at the
+     * anchor's seq is compared with the anchor's chain hash. */
+    assert_int_equal(s_verify_witness(f->dir, key, 0, w, 2, &rep), LOGFILE_OK);
+    assert_int_equal(rep.witness_deleted, 1);
+    assert_int_equal(rep.witnessed, 1);
+    assert_int_equal(rep.last_witnessed, 100);
+    /* from 120 on: entry 100 is as gone as entry 50 */
+    assert_int_equal(s_verify_witness(f->dir, key, 120, w, 2, &rep), LOGFILE_OK);
+    assert_int_equal(rep.witness_deleted, 2);
+    assert_int_equal(rep.witnessed, 0);
+    logfile_witness_t other = w[1];
+    other.cp.chain[5] ^= 1;
+    assert_int_equal(logfile_checkpoint_sign(&other.cp, key), CRYPTO_OK);
+    assert_int_equal(s_verify_witness(f->dir, key, 0, &other, 1, &rep), LOGFILE_TAMPERED);
+    assert_int_equal(rep.bad_seq, 100);
+    assert_non_null(strstr(rep.problem, "witnessed checkpoint (line 2) differs"));
+    /* witnessed beyond the retained log's end: cut back */
+    other = w[1];
+    other.cp.seq = 151;
+    assert_int_equal(logfile_checkpoint_sign(&other.cp, key), CRYPTO_OK);
+    assert_int_equal(s_verify_witness(f->dir, key, 0, &other, 1, &rep), LOGFILE_TAMPERED);
+    assert_int_equal(rep.bad_seq, 151);
+    assert_non_null(strstr(rep.problem, "covers seq 151 (truncated)"));
+
+    /* a forged anchor is caught by the checkpoint at its seq */
+    uint8_t anchor[LOGFILE_ANCHOR_LEN], forged[LOGFILE_ANCHOR_LEN];
+    s_raw_anchor(f->dir, anchor, false);
+    memcpy(forged, anchor, sizeof forged);
+    forged[20] ^= 1;
+    s_raw_anchor(f->dir, forged, true);
+    assert_int_equal(s_verify(f->dir, key, 0, &rep), LOGFILE_TAMPERED);
+    assert_int_equal(rep.bad_seq, 100);
+    s_raw_anchor(f->dir, anchor, true);
+
+    /* on after a restart: more entries, a checkpoint, more deletion */
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    s_check_range(j, 101, 150);
+    s_append(j, 151, 10);
+    s_checkpoint(j, key);
+    assert_int_equal(journal_retention_set(j, &rules), JOURNAL_OK);
+    assert_int_equal(s_retain_all(j, s_now_us(), 30, &calls), 59); /* the newest entry stays */
+    s_check_range(j, 160, 160);
+    assert_int_equal(journal_checkpoint_get(j, 100, &cp), JOURNAL_NOTFOUND);
+    assert_int_equal(journal_checkpoint_get(j, 160, &cp), JOURNAL_OK);
+    journal_destroy(&j);
+    assert_int_equal(s_verify(f->dir, key, 0, &rep), LOGFILE_OK);
+    assert_int_equal(rep.anchor_seq, 159);
+    assert_int_equal(rep.entries, 1);
+    assert_int_equal(rep.checkpoints, 1);
+    assert_int_equal(rep.last_checkpoint, 160);
+    /* with no checkpoint at its seq, the anchor is vouched for by the
+     * entries chained to it, up to the next checkpoint */
+    s_raw_anchor(f->dir, anchor, false);
+    anchor[40] ^= 1;
+    s_raw_anchor(f->dir, anchor, true);
+    assert_int_equal(s_verify(f->dir, key, 0, &rep), LOGFILE_TAMPERED);
+    assert_int_equal(rep.bad_seq, 160);
+    /* and one that does not parse (too short) is named */
+    MDB_val k = {sizeof LOGFILE_ANCHOR_KEY - 1, LOGFILE_ANCHOR_KEY}, v = {8, anchor};
+    s_raw_put(f->dir, "meta", 0, &k, &v);
+    assert_int_equal(s_verify(f->dir, key, 0, &rep), LOGFILE_TAMPERED);
+    assert_non_null(strstr(rep.problem, "anchor"));
+    assert_null(journal_new(&f->opts));
+    crypto_key_destroy(&key);
+}
+
+static void test_retention_keeps_subscriptions(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    s_append(j, 1, 100);
+    journal_cursor_t c = {.agency = "tax-office", .name = "main", .acked = 30, .filters = "*"};
+    assert_int_equal(journal_save_cursors(j, &c, 1), JOURNAL_OK);
+
+    /* a kept subscription that has no cursor yet holds the whole log */
+    journal_retention_t rules = {.max_bytes = 1, .keep = "tax-office/main,health/audit"};
+    assert_int_equal(journal_retention_set(j, &rules), JOURNAL_OK);
+    int calls;
+    assert_int_equal(s_retain_all(j, s_now_us(), 1000, &calls), 0);
+    journal_retention_stats_t rs;
+    journal_retention_stats(j, &rs);
+    assert_true(rs.held);
+    s_check_range(j, 1, 100);
+
+    /* entries after the cursor stay, however far over the limit */
+    rules.keep = " tax-office/main ,, ";
+    assert_int_equal(journal_retention_set(j, &rules), JOURNAL_OK);
+    assert_int_equal(s_retain_all(j, s_now_us(), 1000, &calls), 30);
+    s_check_range(j, 31, 100);
+    journal_retention_stats(j, &rs);
+    assert_true(rs.held);
+    c.acked = 60;
+    assert_int_equal(journal_save_cursors(j, &c, 1), JOURNAL_OK);
+    assert_int_equal(s_retain_all(j, s_now_us(), 1000, &calls), 30);
+    s_check_range(j, 61, 100);
+
+    /* a bad list is refused and the rules in force stay */
+    const char *bad[] = {"tax-office", "Tax/main", "tax-office/", "/main", "a/b/c", "tax-office/m ain"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        journal_retention_t r = {.max_bytes = 1, .keep = bad[i]};
+        assert_int_equal(journal_retention_set(j, &r), JOURNAL_INVALID);
+    }
+    c.acked = 90;
+    assert_int_equal(journal_save_cursors(j, &c, 1), JOURNAL_OK);
+    assert_int_equal(s_retain_all(j, s_now_us(), 1000, &calls), 30);
+    s_check_range(j, 91, 100);
+    journal_destroy(&j);
+
+    journal_opts_t ro = {.dir = f->dir, .read_only = true};
+    j = journal_new(&ro);
+    assert_non_null(j);
+    size_t n;
+    assert_int_equal(journal_retention_set(j, &rules), JOURNAL_INVALID);
+    assert_int_equal(journal_retain(j, s_now_us(), &n), JOURNAL_INVALID);
+    journal_destroy(&j);
+}
+
+static void test_retention_dedup(void **state)
+{
+    fixture_t *f = *state;
+    f->opts.dedup_window = 1000;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    s_append(j, 1, 100);
+    journal_retention_t rules = {.max_bytes = 1};
+    assert_int_equal(journal_retention_set(j, &rules), JOURNAL_OK);
+    int calls;
+    assert_int_equal(s_retain_all(j, s_now_us(), 1000, &calls), 99);
+    /* a retry of a deleted event cannot be recognised: it is new */
+    bool dup;
+    assert_int_equal(s_append_one(j, 50, &dup), 101);
+    assert_false(dup);
+    assert_int_equal(s_append_one(j, 100, &dup), 100);
+    assert_true(dup);
+    journal_destroy(&j);
+    /* the window is rebuilt from the first retained entry */
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    assert_int_equal(journal_first_seq(j), 100);
+    assert_int_equal(s_append_one(j, 100, &dup), 100);
+    assert_true(dup);
+    assert_int_equal(s_append_one(j, 50, &dup), 101);
+    assert_true(dup);
+    journal_destroy(&j);
+}
+
+/* Under a steady load with a size limit LMDB reuses the freed pages: the
+ * file stops growing. Measured against itself, not against a constant: after
+ * three times the limit's volume it is at most twice what it was after one. */
+static void test_retention_file_stays_flat(void **state)
+{
+    fixture_t *f = *state;
+    f->opts.map_init = 1 * MIB;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    const uint64_t limit = 2 * MIB, event = 1000, per_batch = 100;
+    journal_retention_t rules = {.max_bytes = limit};
+    assert_int_equal(journal_retention_set(j, &rules), JOURNAL_OK);
+    uint64_t volume = 0, k = 1, after_one = 0;
+    journal_stats_t st;
+    while (volume < 3 * limit) {
+        batch_t b = s_batch("ee.population-register", k, per_batch, event);
+        assert_int_equal(journal_append_batch(j, b.e, per_batch, NULL, 0), JOURNAL_OK);
+        s_batch_free(&b);
+        k += per_batch;
+        volume += per_batch * event;
+        size_t n;
+        do
+            assert_int_equal(journal_retain(j, s_now_us(), &n), JOURNAL_OK);
+        while (n);
+        assert_int_equal(journal_stats(j, &st), JOURNAL_OK);
+        assert_true(st.log_bytes <= limit);
+        if (!after_one && volume >= limit)
+            after_one = st.file_bytes;
+    }
+    assert_true(journal_first_seq(j) > 1);
+    assert_true(st.file_bytes <= 2 * after_one);
+    print_message("file %llu bytes after %llu written, %llu after %llu\n", (unsigned long long)after_one,
+                  (unsigned long long)limit, (unsigned long long)st.file_bytes, (unsigned long long)volume);
+    journal_destroy(&j);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR);
@@ -1102,6 +1536,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_only_concurrent, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_entry_and_version, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_creates_missing_dirs, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_by_size, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_by_age, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_anchor_verifies, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_keeps_subscriptions, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_dedup, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_file_stays_flat, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

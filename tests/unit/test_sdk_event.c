@@ -293,6 +293,7 @@ static void test_error_names(void **state)
         {CIV_E_BAD_REQUEST, "bad_request"},
         {CIV_E_UNSUPPORTED_VERSION, "unsupported_version"},
         {CIV_E_BAD_SIGNATURE, "bad_signature"},
+        {CIV_E_BEHIND_RETENTION, "behind_retention"},
         {CIV_E_UNSIGNED, "unsigned"},
         {CIV_E_UNKNOWN_KEY, "unknown_key"},
         {CIV_E_TIMEOUT, "timeout"},
@@ -316,13 +317,14 @@ static void test_error_names(void **state)
     assert_string_equal(civ_error_name(-999), "unknown");
     assert_string_equal(civ_error_name(5), "unknown");
     assert_string_equal(civ_error_name(-10), "bad_signature");
-    assert_string_equal(civ_error_name(-11), "unknown");
+    assert_string_equal(civ_error_name(-11), "behind_retention");
+    assert_string_equal(civ_error_name(-12), "unknown");
 
     /* Wire codes map by negation. */
     assert_int_equal(sdk_code_from_wire(CIVIBUS__V1__ERROR_CODE__OK), CIV_OK);
-    for (int w = 1; w <= 10; w++)
+    for (int w = 1; w <= 11; w++)
         assert_int_equal(sdk_code_from_wire(w), -w);
-    assert_int_equal(sdk_code_from_wire(11), CIV_E_PROTOCOL);
+    assert_int_equal(sdk_code_from_wire(12), CIV_E_PROTOCOL);
     assert_int_equal(sdk_code_from_wire(-1), CIV_E_PROTOCOL);
 }
 
