@@ -112,10 +112,22 @@ static void s_good_flows(s_good_t *g)
     }
 }
 
+/* Write the config file at path with text. */
+static void s_conf(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    assert_true(fputs(text, fp) >= 0);
+    assert_int_equal(fclose(fp), 0);
+}
+
 static void test_subscriptions(void **state)
 {
     it_fix_t *f = *state;
-    const char *flags[] = {"--no-sync", "--agency-subscriptions-max", "2", NULL};
+    char conf[600];
+    snprintf(conf, sizeof conf, "%s/civibusd.conf", harness_dir(f->h));
+    s_conf(conf, "agency_subscriptions_max = 2\n");
+    const char *flags[] = {"--no-sync", "--config", conf, NULL};
     it_start(f, flags);
     s_good_t g;
     s_good_open(f, &g);
@@ -141,6 +153,26 @@ static void test_subscriptions(void **state)
         s_metric_at_least(f, "civibus_quota_refused_total{agency=\"" BAD "\",ceiling=\"subscriptions\"}", 1), 1);
     s_metric_at_least(f, "civibus_events_refused_total{agency=\"" BAD "\",reason=\"unavailable\"}", 1);
     assert_int_equal(s_metric(f, "civibus_quota_refused_total{agency=\"" GOOD "\",ceiling=\"subscriptions\"}"), -1);
+
+    /* the ceiling reloads on SIGHUP: one more fits; lowered, nothing closes */
+    assert_int_equal(civ_subscribe(bad, "s4", s_all, 1, it_from_first(), 8), CIV_E_UNAVAILABLE);
+    s_conf(conf, "agency_subscriptions_max = 3\n");
+    assert_int_equal(kill(harness_pid(f->h), SIGHUP), 0);
+    assert_true(it_log_contains(f, "event=config_changed key=agency_subscriptions_max old=2 new=3", 10000));
+    assert_true(it_log_contains(f, "event=config_reloaded", 10000));
+    assert_int_equal(civ_subscribe(bad, "s4", s_all, 1, it_from_first(), 8), CIV_OK);
+    s_conf(conf, "agency_subscriptions_max = 1\n");
+    assert_int_equal(kill(harness_pid(f->h), SIGHUP), 0);
+    assert_true(it_log_contains(f, "event=config_changed key=agency_subscriptions_max old=3 new=1", 10000));
+    assert_int_equal(civ_subscribe(bad, "s5", s_all, 1, it_from_first(), 8), CIV_E_UNAVAILABLE);
+    civ_status_t *st = NULL;
+    assert_int_equal(civ_status(bad, &st), CIV_OK);
+    size_t connected = 0;
+    for (size_t i = 0; i < st->n_subscriptions; i++)
+        connected += st->subscriptions[i].connected;
+    civ_status_destroy(&st);
+    assert_int_equal(connected, 3); /* s1, s3 and s4 stay open */
+    s_good_flows(&g);
 }
 
 /* The answer to request_id on r, skipping anything else; NULL when none came
