@@ -66,6 +66,9 @@ struct auth {
     pthread_mutex_t lock;
     s_registry_t *registry;
     atomic_uint_fast64_t refused;
+    /* Agencies at their ceiling of live connections (under lock); few. */
+    char (*full)[65];
+    size_t n_full, cap_full;
 };
 
 static int64_t s_now(void)
@@ -210,8 +213,18 @@ static const s_entry_t *s_find(const s_registry_t *reg, const uint8_t *key)
     return reg->n ? bsearch(&probe, reg->entries, reg->n, sizeof probe, s_entry_cmp) : NULL;
 }
 
-/* Status of key at now; its agency into out (65 bytes) when registered. */
-static auth_key_status_t s_lookup(auth_t *self, const uint8_t *key, int64_t now, char *out)
+/* Index of agency in self->full, or -1; call with the lock held. */
+static long s_full_index(const auth_t *self, const char *agency)
+{
+    for (size_t i = 0; i < self->n_full; i++)
+        if (strcmp(self->full[i], agency) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* Status of key at now; its agency into out (65 bytes) when registered, and
+ * into *full whether that agency is at its ceiling of connections. */
+static auth_key_status_t s_lookup(auth_t *self, const uint8_t *key, int64_t now, char *out, bool *full)
 {
     auth_key_status_t st = AUTH_KEY_UNREGISTERED;
     pthread_mutex_lock(&self->lock);
@@ -220,6 +233,7 @@ static auth_key_status_t s_lookup(auth_t *self, const uint8_t *key, int64_t now,
         memcpy(out, e->agency, 65);
         keyfile_status_t ks = s_entry_status(e, now);
         st = ks == KEYFILE_VALID ? AUTH_KEY_VALID : ks == KEYFILE_EXPIRED ? AUTH_KEY_EXPIRED : AUTH_KEY_REVOKED;
+        *full = s_full_index(self, e->agency) >= 0;
     }
     pthread_mutex_unlock(&self->lock);
     return st;
@@ -303,8 +317,14 @@ static bool s_handle_one(auth_t *self)
     addr[alen] = '\0';
     char z85[KEYFILE_Z85_LEN + 1];
     zmq_z85_encode(z85, (const uint8_t *)frames[6], 32);
-    auth_key_status_t st = s_lookup(self, (const uint8_t *)frames[6], s_now(), agency);
-    if (st == AUTH_KEY_VALID) {
+    bool full = false;
+    auth_key_status_t st = s_lookup(self, (const uint8_t *)frames[6], s_now(), agency, &full);
+    if (st == AUTH_KEY_VALID && full) {
+        atomic_fetch_add(&self->refused, 1);
+        log_limited(LOG_WARN, "auth", "auth.full",
+                    "event=handshake_refused reason=connection_limit agency=%s key=%.8s address=%s", agency, z85, addr);
+        s_reply(self->zap, frames[1], lens[1], "400", "too many connections", "", NULL);
+    } else if (st == AUTH_KEY_VALID) {
         log_limited(LOG_DEBUG, "auth", "auth.ok", "event=handshake_ok agency=%s key=%.8s address=%s", agency, z85,
                     addr);
         s_reply(self->zap, frames[1], lens[1], "200", "OK", agency, z85);
@@ -378,6 +398,7 @@ void auth_destroy(auth_t **self_p)
     else if (self->zap)
         zmq_close(self->zap);
     s_registry_free(&self->registry);
+    free(self->full);
     pthread_mutex_destroy(&self->lock);
     free(self->dir);
     free(self);
@@ -413,6 +434,31 @@ uint64_t auth_refused(auth_t *self)
     return atomic_load(&self->refused);
 }
 
+void auth_set_full(auth_t *self, const char *agency, bool full)
+{
+    pthread_mutex_lock(&self->lock);
+    long i = s_full_index(self, agency);
+    if (full && i < 0) {
+        if (self->n_full == self->cap_full) {
+            size_t cap = self->cap_full ? 2 * self->cap_full : 8;
+            char(*grown)[65] = realloc(self->full, cap * sizeof *grown);
+            if (!grown) {
+                /* Connections over the ceiling are still refused per message. */
+                pthread_mutex_unlock(&self->lock);
+                log_error("auth", "event=out_of_memory effect=\"handshakes of %s not refused at its connection ceiling\"",
+                          agency);
+                return;
+            }
+            self->full = grown;
+            self->cap_full = cap;
+        }
+        snprintf(self->full[self->n_full++], sizeof self->full[0], "%s", agency);
+    } else if (!full && i >= 0) {
+        memcpy(self->full[i], self->full[--self->n_full], sizeof self->full[0]);
+    }
+    pthread_mutex_unlock(&self->lock);
+}
+
 const char *auth_key_status_name(auth_key_status_t status)
 {
     switch (status) {
@@ -430,7 +476,8 @@ auth_key_status_t auth_key_status(auth_t *self, const char *agency, const char *
     if (!agency || !key_z85 || strlen(key_z85) != KEYFILE_Z85_LEN || !zmq_z85_decode(key, key_z85))
         return AUTH_KEY_UNREGISTERED;
     char owner[65];
-    auth_key_status_t st = s_lookup(self, key, now, owner);
+    bool full;
+    auth_key_status_t st = s_lookup(self, key, now, owner, &full);
     if (st != AUTH_KEY_UNREGISTERED && strcmp(owner, agency) != 0)
         st = AUTH_KEY_UNREGISTERED; /* moved to another agency since the handshake */
     return st;

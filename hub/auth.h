@@ -16,7 +16,8 @@
  * start at all.
  *
  * ZAP runs at the handshake only. A key revoked or expired later is caught
- * by auth_key_valid, which the router asks for every message.
+ * by auth_key_valid, which the router asks for every message. An agency at
+ * its ceiling of live connections (auth_set_full) is refused at ZAP too.
  *
  * The registry snapshot is swapped under a lock, so auth_reload can run from
  * the main thread while the handler answers handshakes.
@@ -69,6 +70,12 @@ int auth_agencies(auth_t *self);
 
 /* Handshakes refused since start. */
 uint64_t auth_refused(auth_t *self);
+
+/* Mark agency as holding its ceiling of live connections (full true) or not
+ * any more (hub/quota.h): while it is full, the ZAP handler refuses its new
+ * handshakes (400, logged as handshake_refused reason=connection_limit and
+ * counted in auth_refused). Thread-safe. */
+void auth_set_full(auth_t *self, const char *agency, bool full);
 
 /* Status of key_z85 (40 characters of Z85) for agency in the registry in
  * force, at now (Unix seconds). A key registered under another agency is

@@ -9,11 +9,14 @@
 #include "chain.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "codec.h"
 #include "crypto.h"
+#include "keyfile.h"
 #include "log.h"
 #include "logfile.h"
 
@@ -93,9 +96,11 @@ static int s_write(chain_t *self, int64_t now_ms)
     }
     self->last_cp_seq = seq;
     self->last_cp_ms = now_ms;
-    char hex[2 * LOGFILE_CHAIN_LEN + 1];
-    crypto_hex(cp.chain, sizeof cp.chain, hex);
-    log_debug("chain", "event=checkpoint seq=%" PRIu64 " chain=%s key_id=%s", seq, hex, self->key_id);
+    /* Everything a verifier needs, in the form `civibus verify --witness`
+     * reads: a log shipped off the host keeps the checkpoints with it. */
+    char line[LOGFILE_WITNESS_LEN];
+    logfile_witness_format(&cp, line);
+    log_info("chain", "%s", line);
     return 0;
 }
 
@@ -124,4 +129,55 @@ int chain_checkpoint(chain_t *self)
     if (!self || journal_last_seq(self->journal) <= self->last_cp_seq)
         return 0;
     return s_write(self, codec_mono_ms());
+}
+
+void chain_check_published(const chain_t *self, const char *registry_dir, uint64_t warn_days)
+{
+    if (!self)
+        return;
+    char path[4096], err[512], quoted[600];
+    snprintf(path, sizeof path, "%s/%s", registry_dir, KEYFILE_HUB_SIGN_FILE);
+    if (access(path, F_OK) != 0) {
+        log_info("chain", "event=signing_key_not_in_registry file=%s key_id=%s", log_quote(path, quoted, sizeof quoted),
+                 self->key_id);
+        return;
+    }
+    keyfile_hub_t *hub = malloc(sizeof *hub);
+    if (!hub)
+        return;
+    if (keyfile_read_hub_sign(path, hub, err, sizeof err) != KEYFILE_OK) {
+        log_warn("chain", "event=hub_sign_keys_invalid error=%s effect=\"verifiers cannot read the hub's signing keys\"",
+                 log_quote(err, quoted, sizeof quoted));
+        goto done;
+    }
+    uint8_t pub[CRYPTO_PUB_LEN];
+    crypto_key_public(self->key, pub);
+    const keyfile_sign_t *k = NULL;
+    for (int i = 0; i < hub->n_sign && !k; i++)
+        if (memcmp(hub->sign[i].pub, pub, sizeof pub) == 0)
+            k = &hub->sign[i];
+    int64_t now = codec_now_us() / 1000000;
+    if (!k) {
+        log_warn("chain", "event=signing_key_unpublished key_id=%s file=%s effect=\"verifiers that read the registry "
+                 "refuse this hub's checkpoints\" fix=\"civibus registry rotate --hub\"",
+                 self->key_id, log_quote(path, quoted, sizeof quoted));
+        goto done;
+    }
+    keyfile_status_t st = keyfile_sign_status(k, now);
+    if (st != KEYFILE_VALID) {
+        log_error("chain", "event=signing_key_%s key_id=%s effect=\"verifiers refuse the checkpoints signed from now "
+                  "on\" fix=\"sign with a valid key: civibus registry rotate --hub, then signing_key\"",
+                  keyfile_status_name(st), self->key_id);
+        goto done;
+    }
+    char when[KEYFILE_TIME_LEN] = "-";
+    if (k->not_after != KEYFILE_FOREVER)
+        keyfile_time_format(k->not_after, when, sizeof when);
+    if (warn_days && k->not_after != KEYFILE_FOREVER && k->not_after - now <= (int64_t)warn_days * 24 * 3600)
+        log_warn("chain", "event=key_expiring agency=- key=%s not_after=%s days=%" PRId64 " kind=hub_sign",
+                 self->key_id, when, (k->not_after - now) / (24 * 3600));
+    else
+        log_info("chain", "event=signing_key_published key_id=%s not_after=%s", self->key_id, when);
+done:
+    free(hub);
 }

@@ -6,7 +6,11 @@
  * key (`civibus verify`, docs/LOG.md). A checkpoint {seq, chain hash, time,
  * key id, signature} is written every `every_events` new entries, or after
  * `every_ms` if the log grew at all, and once more at a clean stop. Signing
- * costs about 50 µs, so it runs per checkpoint, never per event.
+ * costs about 50 µs, so it runs per checkpoint, never per event. Each
+ * checkpoint is also logged in full (seq, time, chain hash, key id,
+ * signature) as a witness line (proto/logfile.h), so that a log shipped off
+ * the host carries them. The journal keeps the checkpoints
+ * (journal_checkpoint_last answers a CheckpointRequest and the metrics).
  *
  * Single-threaded, used by the router's loop.
  */
@@ -16,6 +20,7 @@
 #include <stdint.h>
 
 #include "journal.h"
+#include "logfile.h"
 
 typedef struct chain chain_t;
 
@@ -38,5 +43,12 @@ void chain_set_interval(chain_t *self, uint64_t every_events, uint64_t every_ms)
 /* Write a checkpoint now if the log grew since the last one (clean stop).
  * NULL-safe; returns as chain_tick. */
 int chain_checkpoint(chain_t *self);
+
+/* Check that the hub's signing key is published, and valid now, in
+ * registry_dir's KEYFILE_HUB_SIGN_FILE, and log what is wrong (a key not
+ * listed, revoked or expired: verifiers that read the registry would refuse
+ * the checkpoints) or a key_expiring warning within warn_days (0: none).
+ * Called at start, after a reload and daily. NULL-safe. */
+void chain_check_published(const chain_t *self, const char *registry_dir, uint64_t warn_days);
 
 #endif

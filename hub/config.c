@@ -120,6 +120,20 @@ static const s_key_t s_keys[] = {
      "wait after a failed first attempt before the next; doubled after each further failure", NULL},
     {"redelivery_backoff_max_ms", T_UINT, OFF(redelivery_backoff_max_ms), "60000", 0, 86400000, RELOAD,
      "longest wait between two attempts at one event; at least redelivery_backoff_ms", NULL},
+    {"agency_subscriptions_max", T_UINT, OFF(agency_subscriptions_max), "1000", 1, 1000000, RELOAD,
+     "live subscriptions of one agency, at most; more are refused with unavailable (docs/SECURITY.md)", NULL},
+    {"agency_connections_max", T_UINT, OFF(agency_connections_max), "100", 1, 100000, RELOAD,
+     "live connections of one agency, at most, counted from their first message; a message on one more is "
+     "refused with unavailable, and new handshakes of the agency are refused while it is at the ceiling",
+     NULL},
+    {"agency_publish_rate", T_UINT, OFF(agency_publish_rate), "0", 0, 100000000, RELOAD,
+     "events one agency may publish per second (bursts of one second's worth); more are refused with "
+     "unavailable; 0: no ceiling",
+     NULL},
+    {"agency_publish_bytes", T_SIZE, OFF(agency_publish_bytes), "0", 0, 64 * GiB, RELOAD,
+     "bytes of events one agency may publish per second (bursts of one second's worth); more are refused with "
+     "unavailable; 0: no ceiling",
+     NULL},
     {"drain_timeout_ms", T_UINT, OFF(drain_timeout_ms), "30000", 100, 3600000, RESTART,
      "a stop (SIGTERM, SIGINT) that takes longer than this exits at once, with code 4 (a wedged disk)", NULL},
     {"retention_max_age", T_DURATION, OFF(retention_max_age), "0", 0, 100ULL * 366 * 86400, RELOAD,

@@ -54,6 +54,10 @@ typedef struct {
     uint64_t max_attempts;       /* deliveries of an event before it is a dead letter */
     uint64_t redelivery_backoff_ms;     /* wait before the second attempt, doubled for each next ... */
     uint64_t redelivery_backoff_max_ms; /* ... up to this */
+    uint64_t agency_subscriptions_max; /* live subscriptions of one agency */
+    uint64_t agency_connections_max;   /* live connections of one agency */
+    uint64_t agency_publish_rate;      /* events per second of one agency; 0: no ceiling */
+    uint64_t agency_publish_bytes;     /* bytes of events per second of one agency; 0: no ceiling */
     uint64_t drain_timeout_ms;   /* a stop that takes longer exits at once */
     uint64_t retention_max_age;   /* seconds; entries older are deleted (0: keep) */
     uint64_t retention_max_bytes; /* the log's pages are kept under this (0: keep) */

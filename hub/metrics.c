@@ -601,6 +601,24 @@ static void s_prom_events(s_buf_t *b, const metrics_t *self, const peers_t *peer
     }
 }
 
+static void s_quota_sample(void *arg, const quota_agency_t *a)
+{
+    for (int c = 0; c < QUOTA_CEILINGS; c++) {
+        if (!a->refused[c])
+            continue;
+        const char *l[] = {"agency", a->agency, "ceiling", quota_ceiling_name((quota_ceiling_t)c), NULL};
+        s_sample_u(arg, "civibus_quota_refused_total", l, a->refused[c]);
+    }
+}
+
+static void s_prom_quota(s_buf_t *b, const quota_t *quota)
+{
+    s_family(b, "civibus_quota_refused_total", "counter",
+             "Refusals (unavailable) by a per-agency ceiling: connections, subscriptions, publish_rate, "
+             "publish_bytes.");
+    quota_foreach(quota, s_quota_sample, b);
+}
+
 static void s_prom_subs(s_buf_t *b, const metrics_t *self, const s_figures_t *f)
 {
     static const struct {
@@ -651,6 +669,7 @@ static int s_prometheus(metrics_t *self, const metrics_sources_t *src, const s_f
     s_single_d(&b, "civibus_start_time_seconds", "gauge", "When the hub started, seconds since the Unix epoch.",
                (double)src->started_at_us / 1e6);
     s_prom_events(&b, self, src->peers);
+    s_prom_quota(&b, src->quota);
     s_single_u(&b, "civibus_connections_open", "gauge",
                "Open connections on the hub's socket, including those that have not sent a message yet.",
                f->connections_open);

@@ -6,8 +6,9 @@
  * metrics_refused, metrics_commit, ...): plain increments, no lock, no
  * allocation except the first time an agency is seen. About once a second
  * it calls metrics_render, which reads what the other modules know (the
- * journal's figures, the subscriptions, the registry's key expiry, the open
- * connections, /proc/self) and writes both documents; the router hands them
+ * journal's figures and last checkpoint, the subscriptions, the registry's
+ * key expiry, the open connections, the per-agency ceilings' refusals,
+ * /proc/self) and writes both documents; the router hands them
  * to http, whose thread never sees any of this state. docs/MONITORING.md
  * lists every metric and field.
  *
@@ -27,6 +28,7 @@
 #include "config.h"
 #include "journal.h"
 #include "peers.h"
+#include "quota.h"
 #include "subs.h"
 
 /* Subscriptions reported, at most (saved cursors accumulate without bound
@@ -78,6 +80,7 @@ typedef struct {
     subs_t *subs;
     auth_t *auth;
     const peers_t *peers;
+    const quota_t *quota; /* may be NULL */
     const char *instance;  /* the hub instance id (hex) */
     int64_t started_at_us; /* when the hub started, µs since the epoch */
     uint64_t http_refused; /* requests the monitoring endpoint answered 404 or 405 */

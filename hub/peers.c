@@ -5,26 +5,34 @@
  * agency are counted; agencies are never removed (their number is bounded
  * by the agencies the registry ever admitted), so those indexes stay valid.
  * A connection remembers a hash of its routing id rather than the id (up to
- * 255 bytes): it only serves to notice that a descriptor changed hands.
+ * 255 bytes): it only serves to notice that a descriptor changed hands. It
+ * keeps its key (Z85) for peers_release_invalid. Whatever ends a
+ * connection's ownership (closed, descriptor reused, relabelled) also frees
+ * its admitted place, in s_forget_owner alone.
  */
 #include "peers.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codec.h"
+#include "keyfile.h"
 
 typedef struct {
     bool open;
     bool identified;
+    bool admitted;   /* holds one of its agency's places (peers_admit) */
     uint32_t agency; /* index into agencies[], when identified */
     uint64_t rid_hash;
+    char key[KEYFILE_Z85_LEN + 1]; /* when identified; "" when unknown */
 } s_conn_t;
 
 typedef struct {
     char name[CODEC_AGENCY_MAX + 1];
     size_t open;
+    size_t admitted;
 } s_agency_t;
 
 struct peers {
@@ -73,7 +81,10 @@ static void s_forget_owner(peers_t *self, s_conn_t *c)
 {
     if (c->identified)
         self->agencies[c->agency].open--;
+    if (c->admitted)
+        self->agencies[c->agency].admitted--;
     c->identified = false;
+    c->admitted = false;
 }
 
 void peers_accepted(peers_t *self, int fd)
@@ -125,22 +136,24 @@ static long s_agency_index(peers_t *self, const char *agency)
     return (long)self->n_agencies++;
 }
 
-void peers_seen(peers_t *self, int fd, const wire_peer_t *peer, const char *agency)
+bool peers_seen(peers_t *self, int fd, const wire_peer_t *peer, const char *agency, const char *key)
 {
     if (fd < 0 || (size_t)fd >= self->cap || !self->conns[fd].open)
-        return;
+        return false;
     s_conn_t *c = &self->conns[fd];
     uint64_t h = s_hash(peer);
     if (c->identified && c->rid_hash == h)
-        return;
+        return true;
     s_forget_owner(self, c);
     long idx = s_agency_index(self, agency);
     if (idx < 0)
-        return;
+        return true;
     c->identified = true;
     c->agency = (uint32_t)idx;
     c->rid_hash = h;
+    snprintf(c->key, sizeof c->key, "%s", key ? key : "");
     self->agencies[idx].open++;
+    return true;
 }
 
 size_t peers_open(const peers_t *self)
@@ -161,4 +174,40 @@ void peers_each(const peers_t *self, peers_fn fn, void *arg)
     for (size_t i = 0; i < self->n_agencies; i++)
         if (self->agencies[i].open)
             fn(self->agencies[i].name, self->agencies[i].open, arg);
+}
+
+peers_admit_t peers_admit(peers_t *self, int fd, size_t max, size_t *admitted)
+{
+    if (fd < 0 || (size_t)fd >= self->cap || !self->conns[fd].open || !self->conns[fd].identified)
+        return PEERS_UNKNOWN;
+    s_conn_t *c = &self->conns[fd];
+    s_agency_t *a = &self->agencies[c->agency];
+    if (!c->admitted) {
+        if (a->admitted >= max)
+            return PEERS_OVER;
+        c->admitted = true;
+        a->admitted++;
+    }
+    if (admitted)
+        *admitted = a->admitted;
+    return PEERS_ADMITTED;
+}
+
+size_t peers_admitted(const peers_t *self, const char *agency)
+{
+    for (size_t i = 0; i < self->n_agencies; i++)
+        if (strcmp(self->agencies[i].name, agency) == 0)
+            return self->agencies[i].admitted;
+    return 0;
+}
+
+void peers_release_invalid(peers_t *self, peers_key_valid_fn valid, void *arg)
+{
+    for (size_t fd = 0; fd < self->cap; fd++) {
+        s_conn_t *c = &self->conns[fd];
+        if (c->admitted && !valid(arg, self->agencies[c->agency].name, c->key)) {
+            c->admitted = false;
+            self->agencies[c->agency].admitted--;
+        }
+    }
 }

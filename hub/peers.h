@@ -15,10 +15,16 @@
  * left queued may label the new one until the new one's own first message,
  * which the routing id (never reused by the ROUTER) tells apart.
  *
- * The monitor's queue holds about 2000 events and the loop reads it at every
- * turn; should a storm of connections overflow it, libzmq drops events, and
- * a connection whose DISCONNECTED was lost stays counted until its
- * descriptor is reused.
+ * The router reads the monitor through a pipe without a high-water mark, at
+ * every turn and whenever a message comes from a connection not reported
+ * yet, so no event is lost; a connection is counted until its DISCONNECTED
+ * event is read, which libzmq sends for every accepted connection when it
+ * closes (a failed handshake included).
+ *
+ * The table also holds, per connection, whether it is admitted as one of its
+ * agency's connections under the ceiling hub/quota.h enforces
+ * (peers_admit): the places of an agency are freed by the same events that
+ * end its connections, so the ceiling and the counts never disagree.
  *
  * Single-threaded: used by the router's loop. Memory grows with the highest
  * descriptor number, which the process's descriptor limit bounds.
@@ -26,6 +32,7 @@
 #ifndef CIVIBUS_PEERS_H
 #define CIVIBUS_PEERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,11 +51,13 @@ void peers_accepted(peers_t *self, int fd);
 void peers_disconnected(peers_t *self, int fd);
 
 /* A message of agency arrived from peer over connection fd (ZMQ_SRCFD; a
- * negative fd is ignored). Cheap enough for every message: an array index
- * and a comparison of the routing id. Only an fd the monitor reported open
- * is labelled, so a message still queued from a connection already closed
- * does not bring it back. */
-void peers_seen(peers_t *self, int fd, const wire_peer_t *peer, const char *agency);
+ * negative fd is ignored), whose handshake admitted key (Z85; NULL or "" when
+ * unknown). Cheap enough for every message: an array index and a comparison
+ * of the routing id. Only an fd the monitor reported open is labelled, so a
+ * message still queued from a connection already closed does not bring it
+ * back. Returns true when fd is such an open connection, false when the
+ * monitor has not reported it (yet, or any more). */
+bool peers_seen(peers_t *self, int fd, const wire_peer_t *peer, const char *agency, const char *key);
 
 /* Connections open now, identified or not (civibus_connections_open). */
 size_t peers_open(const peers_t *self);
@@ -61,5 +70,30 @@ size_t peers_count(const peers_t *self, const char *agency);
  * string is valid during the call only. */
 typedef void (*peers_fn)(const char *agency, size_t connections, void *arg);
 void peers_each(const peers_t *self, peers_fn fn, void *arg);
+
+/* ---- admission under a per-agency ceiling (hub/quota.h) ---- */
+
+typedef enum {
+    PEERS_ADMITTED, /* the connection holds one of its agency's places */
+    PEERS_OVER,     /* its agency's places are all held by other connections */
+    PEERS_UNKNOWN,  /* fd is not an open connection labelled by peers_seen */
+} peers_admit_t;
+
+/* Admit connection fd as one of at most max of its agency: PEERS_ADMITTED
+ * when it was already, or is now (then *admitted, when not NULL, is the
+ * agency's admitted connections with it), else PEERS_OVER or PEERS_UNKNOWN.
+ * A connection keeps its place until it closes, its descriptor changes
+ * hands, or peers_release_invalid; a lower max frees none. */
+peers_admit_t peers_admit(peers_t *self, int fd, size_t max, size_t *admitted);
+
+/* Connections of agency admitted now. */
+size_t peers_admitted(const peers_t *self, const char *agency);
+
+/* Free the place of every admitted connection whose key valid no longer
+ * accepts (revoked, expired or removed since its handshake): it stays open
+ * and counted in peers_count, but no longer keeps the agency's new key out.
+ * A scan of the table; call it about once a second at most. */
+typedef bool (*peers_key_valid_fn)(void *arg, const char *agency, const char *key);
+void peers_release_invalid(peers_t *self, peers_key_valid_fn valid, void *arg);
 
 #endif

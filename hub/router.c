@@ -35,6 +35,7 @@
 #include "keyfile.h"
 #include "log.h"
 #include "policy.h"
+#include "quota.h"
 #include "subs.h"
 #include "wire.h"
 
@@ -59,8 +60,8 @@
  * for Deliver, by credit. A peer that floods replay requests without reading
  * holds at most PEER_HWM chunks (128 MiB); one that takes credit and never
  * reads, its credit's worth of events or PEER_HWM Deliver messages of 256 KiB,
- * whichever is less. Per-agency ceilings across connections come with the
- * trust work. */
+ * whichever is less. Across connections, hub/quota.h bounds the connections
+ * of one agency. */
 #define PEER_HWM 1000
 /* A commit this slow is worth a line: the disk holds every publisher up. */
 #define SLOW_COMMIT_MS 20
@@ -111,6 +112,7 @@ struct router {
     subs_t *subs;
     metrics_t *metrics;
     peers_t *peers; /* who is connected, from the monitor and the messages */
+    quota_t *quota; /* per-agency ceilings; its connections are peers' */
     http_t *http;   /* borrowed; NULL: no monitoring endpoint */
     char endpoint[256];
     char instance[33];
@@ -318,6 +320,7 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
     self->n_reqs++;
     self->n_held += n;
     s_sig_cache_t sig_cache = {.n = 0, .next = 0};
+    int64_t now_ms = codec_mono_ms();
     for (size_t i = 0; i < n; i++) {
         Civibus__V1__PublishResult *res = &r->results[i];
         civibus__v1__publish_result__init(res);
@@ -364,6 +367,10 @@ static void s_on_publish(router_t *self, const wire_peer_t *peer, const char *ag
         if (self->policy && !policy_allows(self->policy, agency, POLICY_PUBLISH, ev->type, strlen(ev->type), NULL)) {
             snprintf(reason, sizeof reason, "the access policy does not allow %s to publish %s", agency, ev->type);
             s_result_refuse(self, r, i, C(NOT_AUTHORISED), reason, agency);
+            continue;
+        }
+        if (quota_publish(self->quota, agency, raw->len, now_ms, reason, sizeof reason) != QUOTA_OK) {
+            s_result_refuse(self, r, i, C(UNAVAILABLE), reason, agency);
             continue;
         }
         journal_entry_t *e = &self->entries[self->n_entries];
@@ -471,7 +478,10 @@ static void s_on_subscribe(router_t *self, const wire_peer_t *peer, const char *
 {
     char reason[256] = "";
     uint64_t next = 0;
-    s_code_t code = subs_open(self->subs, agency, key, peer, req, &next, reason, sizeof reason);
+    s_code_t code = C(UNAVAILABLE);
+    if (quota_subscription(self->quota, agency, subs_agency_count(self->subs, agency, req->name), reason,
+                           sizeof reason) == QUOTA_OK)
+        code = subs_open(self->subs, agency, key, peer, req, &next, reason, sizeof reason);
     if (code != C(OK)) {
         s_refuse_count(self, agency, code, reason);
         char quoted[600];
@@ -696,11 +706,44 @@ static void s_on_status(router_t *self, const wire_peer_t *peer, const char *age
     subs_status_free(&st);
 }
 
+/* The latest signed checkpoint, for whoever keeps them outside the hub
+ * (docs/LOG.md). It is the one the hub made last, not a fresh one: a
+ * request must not cost the hub a signature and an fsync. */
+static void s_on_checkpoint(router_t *self, const wire_peer_t *peer, const char *agency,
+                            const Civibus__V1__CheckpointRequest *req)
+{
+    logfile_checkpoint_t cp;
+    int rc = self->chain ? journal_checkpoint_last(self->journal, &cp) : JOURNAL_NOTFOUND;
+    if (rc != JOURNAL_OK) {
+        s_code_t code = rc == JOURNAL_NOTFOUND ? C(UNAVAILABLE) : C(INTERNAL);
+        const char *reason = !self->chain           ? "this hub signs no checkpoints (it has no signing_key)"
+                             : code == C(INTERNAL) ? "cannot read the log"
+                                                   : "no checkpoint yet: the log is empty";
+        s_refuse_count(self, agency, code, reason);
+        wire_send_error(self->sock, peer, req->request_id, NULL, code, reason);
+        return;
+    }
+    Civibus__V1__CheckpointReply rep = CIVIBUS__V1__CHECKPOINT_REPLY__INIT;
+    rep.request_id = req->request_id;
+    rep.seq = cp.seq;
+    rep.chain = (ProtobufCBinaryData){.len = sizeof cp.chain, .data = cp.chain};
+    rep.time = cp.time;
+    rep.key_id = (ProtobufCBinaryData){.len = sizeof cp.key_id, .data = cp.key_id};
+    rep.signature = (ProtobufCBinaryData){.len = sizeof cp.sig, .data = cp.sig};
+    rep.last_seq = journal_last_seq(self->journal);
+    Civibus__V1__HubMessage msg = CIVIBUS__V1__HUB_MESSAGE__INIT;
+    msg.body_case = CIVIBUS__V1__HUB_MESSAGE__BODY_CHECKPOINT_REPLY;
+    msg.checkpoint_reply = &rep;
+    if (wire_send(self->sock, peer, &msg) != WIRE_OK)
+        self->stats.replies_lost++;
+}
+
 /* Log every valid key of the registry expiring within key_expiry_warn_days:
  * at start, after each reload, and daily. */
 static void s_warn_expiring(router_t *self)
 {
     self->last_key_warn_ms = codec_mono_ms();
+    chain_check_published(self->chain, self->cfg->registry, self->cfg->key_expiry_warn_days);
     if (!self->cfg->key_expiry_warn_days)
         return;
     int64_t now = (int64_t)time(NULL), within = (int64_t)self->cfg->key_expiry_warn_days * DAY_S;
@@ -718,11 +761,9 @@ static void s_warn_expiring(router_t *self)
     free(exp);
 }
 
-/* Answer a request from a connection whose key was revoked or expired after
- * its handshake (ZAP checks keys only then): an Error for the whole request,
- * and a subscription it touches is closed so that deliveries stop. */
-static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *agency, const char *key,
-                         auth_key_status_t status, const codec_client_msg_t *msg)
+/* What an Error refusing the whole of msg carries: the request id of a
+ * request that has one, else the subscription name (NULL when invalid). */
+static void s_request_ids(const codec_client_msg_t *msg, uint64_t *request_id_out, const char **sub_out)
 {
     uint64_t request_id = 0;
     const char *sub = NULL;
@@ -731,6 +772,7 @@ static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *ag
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_REPLAY: request_id = msg->replay->request_id; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_PING: request_id = msg->ping->request_id; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_STATUS: request_id = msg->status->request_id; break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CHECKPOINT: request_id = msg->checkpoint->request_id; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_SUBSCRIBE: sub = msg->subscribe->name; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_ACK: sub = msg->ack->subscription; break;
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CREDIT: sub = msg->credit->subscription; break;
@@ -741,6 +783,19 @@ static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *ag
     }
     if (sub && !codec_name_valid(sub))
         sub = NULL;
+    *request_id_out = request_id;
+    *sub_out = sub;
+}
+
+/* Answer a request from a connection whose key was revoked or expired after
+ * its handshake (ZAP checks keys only then): an Error for the whole request,
+ * and a subscription it touches is closed so that deliveries stop. */
+static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *agency, const char *key,
+                         auth_key_status_t status, const codec_client_msg_t *msg)
+{
+    uint64_t request_id;
+    const char *sub;
+    s_request_ids(msg, &request_id, &sub);
     /* Whatever this connection follows stops too, not only the subscription
      * this message names. */
     subs_drop_peer(self->subs, peer, "key_no_longer_valid");
@@ -756,8 +811,23 @@ static void s_refuse_key(router_t *self, const wire_peer_t *peer, const char *ag
     wire_send_error(self->sock, peer, request_id, sub, C(NOT_AUTHORISED), reason);
 }
 
-/* key: the connection's key (ZAP metadata), key_status: its status now. */
-static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agency, const char *key,
+/* Answer a request on a connection over its agency's ceiling of live
+ * connections (hub/quota.h): an Error for the whole request. */
+static void s_refuse_connection(router_t *self, const wire_peer_t *peer, const char *agency, const char *reason,
+                                const codec_client_msg_t *msg)
+{
+    uint64_t request_id;
+    const char *sub;
+    s_request_ids(msg, &request_id, &sub);
+    s_refuse_count(self, agency, C(UNAVAILABLE), reason);
+    log_limited(LOG_WARN, "router", "message_refused.connection_limit",
+                "event=message_refused agency=%s code=unavailable reason=connection_limit", agency);
+    wire_send_error(self->sock, peer, request_id, sub, C(UNAVAILABLE), reason);
+}
+
+/* fd: the connection's descriptor (ZMQ_SRCFD); key: its key (ZAP metadata),
+ * key_status: the key's status now. */
+static void s_dispatch(router_t *self, const wire_peer_t *peer, int fd, const char *agency, const char *key,
                        auth_key_status_t key_status, const uint8_t *data, size_t len)
 {
     codec_client_msg_t *msg = NULL;
@@ -808,6 +878,12 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         codec_client_free(&msg);
         return;
     }
+    char reason[256];
+    if (quota_connection(self->quota, fd, agency, reason, sizeof reason) != QUOTA_OK) {
+        s_refuse_connection(self, peer, agency, reason, msg);
+        codec_client_free(&msg);
+        return;
+    }
     switch (msg->body_case) {
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_PUBLISH:
         s_on_publish(self, peer, agency, &msg);
@@ -842,6 +918,9 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
     case CIVIBUS__V1__CLIENT_MESSAGE__BODY_DEAD_LETTERS:
         s_on_dead_letters(self, peer, agency, msg->dead_letters);
         break;
+    case CIVIBUS__V1__CLIENT_MESSAGE__BODY_CHECKPOINT:
+        s_on_checkpoint(self, peer, agency, msg->checkpoint);
+        break;
     default:
         s_refuse_count(self, agency, C(BAD_REQUEST), "unknown request");
         log_limited(LOG_WARN, "router", "message_refused.bad_request",
@@ -850,6 +929,20 @@ static void s_dispatch(router_t *self, const wire_peer_t *peer, const char *agen
         break;
     }
     codec_client_free(&msg);
+}
+
+static void s_on_monitor(router_t *self);
+
+/* Label the connection a message came over (peers). A client that connects
+ * and sends at once can have its message read in the turn that accepted it,
+ * before the monitor's ACCEPTED event: read the monitor then, once. A
+ * connection still unknown has closed since. */
+static void s_seen(router_t *self, int fd, const wire_peer_t *peer, const char *agency, const char *key)
+{
+    if (!peers_seen(self->peers, fd, peer, agency, key) && self->monitor) {
+        s_on_monitor(self);
+        peers_seen(self->peers, fd, peer, agency, key);
+    }
 }
 
 /* Read one message. Returns 1 when one was handled, 0 when none was waiting,
@@ -906,8 +999,9 @@ static int s_read_one(router_t *self)
          * expired since. */
         const char *key = zmq_msg_gets(&part, AUTH_KEY_PROPERTY);
         auth_key_status_t ks = auth_key_status(self->auth, who, key, (int64_t)time(NULL));
-        peers_seen(self->peers, zmq_msg_get(&part, ZMQ_SRCFD), &peer, who);
-        s_dispatch(self, &peer, who, key, ks, zmq_msg_data(&part), zmq_msg_size(&part));
+        int fd = zmq_msg_get(&part, ZMQ_SRCFD);
+        s_seen(self, fd, &peer, who, key);
+        s_dispatch(self, &peer, fd, who, key, ks, zmq_msg_data(&part), zmq_msg_size(&part));
     }
     zmq_msg_close(&part);
     return 1;
@@ -930,8 +1024,13 @@ static void s_monitor_open(router_t *self)
         err = zmq_errno();
         goto stop_monitor;
     }
-    int linger = 0;
+    int linger = 0, unlimited = 0;
     zmq_setsockopt(self->monitor, ZMQ_LINGER, &linger, sizeof linger);
+    /* No high-water mark on the events' way to us (libzmq sums both ends'
+     * marks for inproc, and 0 on either end means none): an event dropped, or
+     * libzmq's I/O thread blocked on a full queue, would leave peers counting
+     * a closed connection, and quota holding its place. */
+    zmq_setsockopt(self->monitor, ZMQ_RCVHWM, &unlimited, sizeof unlimited);
     if (zmq_connect(self->monitor, MONITOR_ENDPOINT) != 0) {
         err = zmq_errno();
         goto close_pair;
@@ -943,7 +1042,8 @@ close_pair:
 stop_monitor:
     zmq_socket_monitor(self->sock, NULL, 0);
 failed:
-    log_warn("router", "event=monitor_failed error=\"%s\" effect=\"failed handshakes are not logged\"",
+    log_warn("router", "event=monitor_failed error=\"%s\" effect=\"failed handshakes are not logged, connections "
+             "are not counted, agency_connections_max is not enforced\"",
              zmq_strerror(err));
 }
 
@@ -999,21 +1099,26 @@ static int s_monitor_read(router_t *self, uint16_t *event, uint32_t *value, char
     return 1;
 }
 
-/* Count and log every handshake libzmq gave up on. A ZAP refusal
- * (HANDSHAKE_FAILED_AUTH) is counted but not logged again: the ZAP handler
- * already wrote handshake_refused with the agency and key, which this event
- * lacks. Everything else never reached ZAP and has only this line. */
+/* Read the monitor's events: connections opened and closed go to peers,
+ * and every handshake libzmq gave up on is counted and logged. A ZAP
+ * refusal (HANDSHAKE_FAILED_AUTH) is counted but not logged again: the ZAP
+ * handler already wrote handshake_refused with the agency and key, which
+ * this event lacks. Everything else never reached ZAP and has only this
+ * line. */
 static void s_on_monitor(router_t *self)
 {
     uint16_t event;
     uint32_t value;
     char addr[256];
+    bool closed = false;
     for (int i = 0; i < READ_BURST && s_monitor_read(self, &event, &value, addr, sizeof addr); i++) {
         /* Both carry the connection's file descriptor. */
-        if (event == ZMQ_EVENT_ACCEPTED)
+        if (event == ZMQ_EVENT_ACCEPTED) {
             peers_accepted(self->peers, (int)value);
-        else if (event == ZMQ_EVENT_DISCONNECTED)
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
             peers_disconnected(self->peers, (int)value);
+            closed = true;
+        }
         const char *reason = event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ? "no_detail"
                              : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol"
                              : event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH     ? "auth"
@@ -1036,6 +1141,9 @@ static void s_on_monitor(router_t *self)
             log_limited(LOG_WARN, "router", "router.handshake", "event=handshake_failed reason=%s code=0x%08" PRIx32
                         " endpoint=%s", reason, value, log_quote(addr[0] ? addr : "-", address, sizeof address));
     }
+    /* A place under an agency's ceiling may be free again. */
+    if (closed && self->quota)
+        quota_refresh(self->quota);
 }
 
 /* ---- set-up and loop ----------------------------------------------------- */
@@ -1140,6 +1248,26 @@ static subs_opts_t s_subs_opts(const config_t *cfg)
                          .backoff_max_ms = (int64_t)cfg->redelivery_backoff_max_ms};
 }
 
+/* Below; for quota too: a connection whose key is no longer valid frees its
+ * agency's place. */
+static bool s_key_still_valid(void *arg, const char *agency, const char *key);
+
+/* For quota: while an agency holds its maximum of connections, ZAP refuses
+ * its new handshakes. */
+static void s_on_full(void *arg, const char *agency, bool full)
+{
+    router_t *self = arg;
+    auth_set_full(self->auth, agency, full);
+}
+
+static void s_quota_opts(const config_t *cfg, quota_opts_t *out)
+{
+    *out = (quota_opts_t){.connections_max = cfg->agency_connections_max,
+                          .subscriptions_max = cfg->agency_subscriptions_max,
+                          .publish_rate = cfg->agency_publish_rate,
+                          .publish_bytes = cfg->agency_publish_bytes};
+}
+
 /* Hand the retention settings to the journal. Deleting only what a signed
  * checkpoint covers keeps the retained log verifiable from its anchor; a hub
  * without a signing key has no checkpoints to wait for. */
@@ -1212,6 +1340,11 @@ router_t *router_new(config_t *cfg)
         goto fail;
     if (s_socket_open(self) != 0)
         goto fail;
+    quota_opts_t qo;
+    s_quota_opts(cfg, &qo);
+    self->quota = quota_new(&qo, self->peers, s_on_full, s_key_still_valid, self);
+    if (!self->quota)
+        goto fail;
     subs_opts_t so = s_subs_opts(cfg);
     self->subs = subs_new(self->journal, self->sock, &so);
     if (!self->subs)
@@ -1233,6 +1366,7 @@ void router_destroy(router_t **self_p)
     if (!self)
         return;
     subs_destroy(&self->subs);
+    quota_destroy(&self->quota);
     s_monitor_close(self);
     if (self->sock)
         zmq_close(self->sock);
@@ -1259,8 +1393,9 @@ const char *router_endpoint(const router_t *self)
     return self->endpoint;
 }
 
-/* For subs_drop_invalid: a key revoked or expired since the handshake, or
- * removed by a reload, ends its subscriptions within a second. */
+/* For subs_drop_invalid and quota: a key revoked or expired since the
+ * handshake, or removed by a reload, ends its subscriptions and frees its
+ * connection's place within a second. */
 static bool s_key_still_valid(void *arg, const char *agency, const char *key)
 {
     router_t *self = arg;
@@ -1310,6 +1445,7 @@ static void s_report(router_t *self, int64_t now)
                              .subs = self->subs,
                              .auth = self->auth,
                              .peers = self->peers,
+                             .quota = self->quota,
                              .instance = self->instance,
                              .started_at_us = self->started_at,
                              .http_refused = http_refused(self->http)};
@@ -1354,6 +1490,7 @@ static int s_turn(router_t *self)
     if (now - self->last_expire_ms >= EXPIRE_EVERY_MS) {
         subs_expire(self->subs, now);
         subs_drop_invalid(self->subs, s_key_still_valid, self);
+        quota_tick(self->quota);
         log_flush_suppressed(false);
         self->last_expire_ms = now;
     }
@@ -1391,6 +1528,9 @@ static void s_reload(router_t *self)
         log_set_format((log_format_t)log_format_parse(cfg->log_format));
         subs_opts_t so = s_subs_opts(cfg);
         subs_set_opts(self->subs, &so);
+        quota_opts_t qo;
+        s_quota_opts(cfg, &qo);
+        quota_set_opts(self->quota, &qo);
         chain_set_interval(self->chain, cfg->checkpoint_events, cfg->checkpoint_seconds * 1000);
         s_retention_set(self);
         log_info("router", "event=config_reloaded changed=%zu", changed);

@@ -377,6 +377,14 @@ behind:
     return CIVIBUS__V1__ERROR_CODE__BEHIND_RETENTION;
 }
 
+size_t subs_agency_count(const subs_t *self, const char *agency, const char *except)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < self->n; i++)
+        n += strcmp(self->list[i]->agency, agency) == 0 && (!except || strcmp(self->list[i]->name, except) != 0);
+    return n;
+}
+
 Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *key, const wire_peer_t *peer,
                                  const Civibus__V1__Subscribe *req, uint64_t *next_seq, char *reason,
                                  size_t reason_len)

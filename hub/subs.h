@@ -63,13 +63,21 @@ void subs_destroy(subs_t **self_p);
 
 /* Open (or take over) subscription req->name of agency on peer. Saves the
  * cursor before returning. Returns OK (0) and fills *next_seq, or an
- * ErrorCode with a reason. BEHIND_RETENTION when the start (the cursor, a
- * SEQ or a TIME) asks for entries retention deleted: *next_seq is then the
- * first seq asked for (0 for a TIME), and the log starts at
- * journal_first_seq. */
+ * ErrorCode with a reason: UNAVAILABLE when a new session would exceed
+ * max_sessions (a takeover never does); BEHIND_RETENTION when the start (the
+ * cursor, a SEQ or a TIME) asks for entries retention deleted: *next_seq is
+ * then the first seq asked for (0 for a TIME), and the log starts at
+ * journal_first_seq. The ceiling per agency is hub/quota.h's, asked before
+ * with subs_agency_count. */
 Civibus__V1__ErrorCode subs_open(subs_t *self, const char *agency, const char *key, const wire_peer_t *peer,
                                  const Civibus__V1__Subscribe *req, uint64_t *next_seq, char *reason,
                                  size_t reason_len);
+
+/* Live sessions of agency, leaving out the one named except (NULL: none):
+ * with except the name a subscribe asks for, the sessions it would add to,
+ * since taking over an open session adds none. A scan, but subscribing is
+ * rare. */
+size_t subs_agency_count(const subs_t *self, const char *agency, const char *except);
 
 /* Close every session whose connection's key (as given to subs_open) valid
  * no longer accepts: keys revoked or expired after the handshake stop

@@ -272,7 +272,7 @@ static int s_restore_target(const char *data_dir, struct stat *st, bool *created
 }
 
 /* Open the written copy tmp, describe it in info and verify it. */
-static int s_restore_check(const char *tmp, const crypto_key_t *hub_key, backup_info_t *info,
+static int s_restore_check(const char *tmp, const keyfile_hub_t *keys, backup_info_t *info,
                            logfile_report_t *report, char *err, size_t err_len)
 {
     logfile_t *lf = logfile_open(tmp, err, err_len);
@@ -281,7 +281,7 @@ static int s_restore_check(const char *tmp, const crypto_key_t *hub_key, backup_
     int rc = BACKUP_IO;
     if (logfile_summary(lf, &info->log, err, err_len) != LOGFILE_OK)
         goto close_lf;
-    int vrc = logfile_verify(lf, hub_key, 0, report);
+    int vrc = logfile_verify(lf, keys, 0, NULL, 0, report);
     if (vrc == LOGFILE_OK) {
         rc = BACKUP_OK;
     } else if (vrc == LOGFILE_TAMPERED) {
@@ -296,7 +296,7 @@ close_lf:
     return rc;
 }
 
-int backup_restore(const char *in, const char *data_dir, const crypto_key_t *hub_key, backup_info_t *info,
+int backup_restore(const char *in, const char *data_dir, const keyfile_hub_t *keys, backup_info_t *info,
                    logfile_report_t *report, char *err, size_t err_len)
 {
     memset(info, 0, sizeof *info);
@@ -343,7 +343,7 @@ int backup_restore(const char *in, const char *data_dir, const crypto_key_t *hub
         snprintf(err, err_len, "%s: %s", tmp, strerror(errno));
         goto remove_tmp;
     }
-    if ((rc = s_restore_check(tmp, hub_key, info, report, err, err_len)) != BACKUP_OK)
+    if ((rc = s_restore_check(tmp, keys, info, report, err, err_len)) != BACKUP_OK)
         goto remove_tmp;
     rc = s_publish(tmp, final, false, err, err_len);
     if (rc == BACKUP_EXISTS) {

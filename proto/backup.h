@@ -23,7 +23,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "crypto.h"
+#include "keyfile.h"
 #include "logfile.h"
 
 enum backup_err {
@@ -61,7 +61,7 @@ int backup_make(const char *data_dir, const char *out, unsigned flags, backup_in
  * open it. Returns BACKUP_OK with *info; BACKUP_TAMPERED with *report
  * saying where; or another backup_err with err. On failure data_dir is left
  * as it was (a directory it created is removed). */
-int backup_restore(const char *in, const char *data_dir, const crypto_key_t *hub_key, backup_info_t *info,
+int backup_restore(const char *in, const char *data_dir, const keyfile_hub_t *keys, backup_info_t *info,
                    logfile_report_t *report, char *err, size_t err_len);
 
 const char *backup_strerror(int code);

@@ -19,8 +19,10 @@
 #include <zmq.h>
 
 #include "codec.h"
+#include "crypto.h"
 
-typedef enum { S_ANY_FILE, S_ENTRY } s_mode_t;
+/* S_HUB_SIGN: the hub's signing key list, sign and revoked-sign lines only. */
+typedef enum { S_ANY_FILE, S_ENTRY, S_HUB_SIGN } s_mode_t;
 
 /* Where a parse error is reported: "path:line: ". */
 typedef struct {
@@ -243,8 +245,16 @@ static int s_hexval(char c)
     return -1;
 }
 
+/* Where the signing keys of a file go: an agency file's few, or the hub's
+ * list (keyfile_hub_t). */
+typedef struct {
+    keyfile_sign_t *keys;
+    int *n;
+    int max;
+} s_signs_t;
+
 /* Parse "HEX [attributes]" of a sign (revoked false) or revoked-sign line. */
-static int s_sign_line(keyfile_t *out, char *val, bool revoked, const s_where_t *w)
+static int s_sign_line(const s_signs_t *to, char *val, bool revoked, const s_where_t *w)
 {
     const char *what = revoked ? "revoked-sign" : "sign";
     char *p = val;
@@ -261,20 +271,25 @@ static int s_sign_line(keyfile_t *out, char *val, bool revoked, const s_where_t 
             S_FAIL(w, "%s is not a 64-hex-digit Ed25519 public key", what);
         k.pub[i] = (uint8_t)(hi << 4 | lo);
     }
-    for (int i = 0; i < out->n_sign; i++)
-        if (memcmp(out->sign[i].pub, k.pub, KEYFILE_SIGN_LEN) == 0)
-            S_FAIL(w, "the signing key appears twice (first on line %d)", out->sign[i].line);
-    if (out->n_sign == KEYFILE_MAX_SIGN)
-        S_FAIL(w, "more than %d signing keys", KEYFILE_MAX_SIGN);
+    for (int i = 0; i < *to->n; i++)
+        if (memcmp(to->keys[i].pub, k.pub, KEYFILE_SIGN_LEN) == 0)
+            S_FAIL(w, "the signing key appears twice (first on line %d)", to->keys[i].line);
+    if (*to->n == to->max)
+        S_FAIL(w, "more than %d signing keys", to->max);
     int rc = s_attrs(&p, revoked, what, "signing key", &k.not_after, &k.revoked_at, k.reason, w);
     if (rc != KEYFILE_OK)
         return rc;
-    out->sign[out->n_sign++] = k;
+    to->keys[(*to->n)++] = k;
     return KEYFILE_OK;
 }
 
-static int s_line(keyfile_t *out, char *key, char *val, s_mode_t mode, const s_where_t *w)
+static int s_line(keyfile_t *out, const s_signs_t *signs, char *key, char *val, s_mode_t mode,
+                  const s_where_t *w)
 {
+    if (strcmp(key, "sign") == 0 || strcmp(key, "revoked-sign") == 0)
+        return s_sign_line(signs, val, key[0] == 'r', w);
+    if (mode == S_HUB_SIGN)
+        S_FAIL(w, "unknown name '%.32s' (the hub's signing key list holds sign and revoked-sign lines)", key);
     if (strcmp(key, "agency") == 0) {
         if (!codec_agency_valid(val))
             S_FAIL(w, "invalid agency id");
@@ -283,8 +298,6 @@ static int s_line(keyfile_t *out, char *key, char *val, s_mode_t mode, const s_w
         snprintf(out->name, sizeof out->name, "%s", val);
     } else if (strcmp(key, "curve") == 0 || strcmp(key, "revoked") == 0) {
         return s_key_line(out, val, key[0] == 'r', w);
-    } else if (strcmp(key, "sign") == 0 || strcmp(key, "revoked-sign") == 0) {
-        return s_sign_line(out, val, key[0] == 'r', w);
     } else if (strcmp(key, "curve-secret") == 0) {
         if (!s_z85_valid(val))
             S_FAIL(w, "curve-secret is not a 40-character Z85 key");
@@ -295,14 +308,10 @@ static int s_line(keyfile_t *out, char *key, char *val, s_mode_t mode, const s_w
     return KEYFILE_OK;
 }
 
-static int s_read(const char *path, keyfile_t *out, s_mode_t mode, char *err, size_t err_len)
+/* Parse the lines of f into out (and signs). KEYFILE_OK or an error in err. */
+static int s_parse(FILE *f, const char *path, keyfile_t *out, const s_signs_t *signs, s_mode_t mode, char *err,
+                   size_t err_len)
 {
-    memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, err_len, "%s: %s", path, strerror(errno));
-        return KEYFILE_IO;
-    }
     char line[512];
     s_where_t w = {.path = path, .line = 0, .err = err, .err_len = err_len};
     int rc = KEYFILE_OK;
@@ -310,8 +319,7 @@ static int s_read(const char *path, keyfile_t *out, s_mode_t mode, char *err, si
         w.line++;
         if (!strchr(line, '\n') && !feof(f)) {
             snprintf(err, err_len, "%s:%d: line longer than %zu bytes", path, w.line, sizeof line - 2);
-            rc = KEYFILE_SYNTAX;
-            break;
+            return KEYFILE_SYNTAX;
         }
         char *p = line;
         s_trim(&p);
@@ -320,19 +328,31 @@ static int s_read(const char *path, keyfile_t *out, s_mode_t mode, char *err, si
         char *eq = strchr(p, '=');
         if (!eq) {
             snprintf(err, err_len, "%s:%d: expected 'name = value'", path, w.line);
-            rc = KEYFILE_SYNTAX;
-            break;
+            return KEYFILE_SYNTAX;
         }
         *eq = '\0';
         char *key = p, *val = eq + 1;
         s_trim(&key);
         s_trim(&val);
-        rc = s_line(out, key, val, mode, &w);
+        rc = s_line(out, signs, key, val, mode, &w);
     }
     if (rc == KEYFILE_OK && ferror(f)) {
         snprintf(err, err_len, "%s: read error", path);
         rc = KEYFILE_IO;
     }
+    return rc;
+}
+
+static int s_read(const char *path, keyfile_t *out, s_mode_t mode, char *err, size_t err_len)
+{
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, err_len, "%s: %s", path, strerror(errno));
+        return KEYFILE_IO;
+    }
+    s_signs_t signs = {.keys = out->sign, .n = &out->n_sign, .max = KEYFILE_MAX_SIGN};
+    int rc = s_parse(f, path, out, &signs, mode, err, err_len);
     fclose(f);
     if (rc != KEYFILE_OK) {
         memset(out->curve_secret, 0, sizeof out->curve_secret);
@@ -385,6 +405,47 @@ int keyfile_read_entry(const char *path, keyfile_t *out, char *err, size_t err_l
         return KEYFILE_SYNTAX;
     }
     return KEYFILE_OK;
+}
+
+int keyfile_read_hub_sign(const char *path, keyfile_hub_t *out, char *err, size_t err_len)
+{
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, err_len, "%s: %s", path, strerror(errno));
+        return KEYFILE_IO;
+    }
+    /* A PEM file is a single public key as keygen writes it (and as the
+     * registry held it before lists): one key, no attributes. */
+    char head[16] = "";
+    int c;
+    while ((c = fgetc(f)) == ' ' || c == '\t' || c == '\n' || c == '\r')
+        ;
+    if (c != EOF)
+        ungetc(c, f);
+    bool pem = fgets(head, sizeof head, f) && strncmp(head, "-----BEGIN", 10) == 0;
+    if (pem) {
+        fclose(f);
+        crypto_key_t *key = NULL;
+        int crc = crypto_key_read_public(path, &key, err, err_len);
+        if (crc != CRYPTO_OK)
+            return crc == CRYPTO_IO ? KEYFILE_IO : KEYFILE_SYNTAX;
+        keyfile_sign_t *k = &out->sign[out->n_sign++];
+        crypto_key_public(key, k->pub);
+        crypto_key_destroy(&key);
+        k->not_after = KEYFILE_FOREVER;
+        k->revoked_at = KEYFILE_FOREVER;
+        return KEYFILE_OK;
+    }
+    rewind(f);
+    s_signs_t signs = {.keys = out->sign, .n = &out->n_sign, .max = KEYFILE_MAX_HUB_SIGN};
+    int rc = s_parse(f, path, NULL, &signs, S_HUB_SIGN, err, err_len);
+    fclose(f);
+    if (rc == KEYFILE_OK && out->n_sign == 0) {
+        snprintf(err, err_len, "%s: no 'sign' key", path);
+        rc = KEYFILE_MISSING;
+    }
+    return rc;
 }
 
 static int s_write(const char *path, int flags, mode_t mode, const char *text, char *err, size_t err_len)
@@ -471,42 +532,28 @@ static bool s_text_safe(const char *s)
     return true;
 }
 
-int keyfile_write_entry(const char *path, const keyfile_t *kf, bool exclusive, char *err, size_t err_len)
+/* Append the lines of n signing keys; refuses a reason the format cannot
+ * hold. */
+static int s_signs_text(const keyfile_sign_t *keys, int n, char *buf, size_t len, size_t *used, const char *path,
+                        char *err, size_t err_len)
 {
-    if (!codec_agency_valid(kf->agency) || !s_text_safe(kf->name) || kf->n_keys < 1 ||
-        kf->n_keys > KEYFILE_MAX_KEYS || kf->n_sign < 0 || kf->n_sign > KEYFILE_MAX_SIGN) {
-        snprintf(err, err_len, "%s: refusing to write an invalid entry", path);
-        return KEYFILE_SYNTAX;
-    }
-    char text[(KEYFILE_MAX_KEYS + KEYFILE_MAX_SIGN) * 320 + 512];
-    size_t used = 0;
-    int n = snprintf(text, sizeof text,
-                     "# civibus registry entry of agency %s (format: certs/README.md).\n"
-                     "# Written by `civibus registry`; send the hub SIGHUP after a change.\n"
-                     "agency = %s\n",
-                     kf->agency, kf->agency);
-    used = n > 0 ? (size_t)n : 0;
-    if (kf->name[0]) {
-        n = snprintf(text + used, sizeof text - used, "name = %s\n", kf->name);
-        used += n > 0 ? (size_t)n : 0;
-    }
-    for (int i = 0; i < kf->n_keys; i++) {
-        const keyfile_key_t *k = &kf->keys[i];
-        if (!s_z85_valid(k->z85) || !s_text_safe(k->reason) || strchr(k->reason, '"') || strchr(k->reason, '\\')) {
-            snprintf(err, err_len, "%s: refusing to write an invalid key line", path);
-            return KEYFILE_SYNTAX;
-        }
-        s_key_text(k, text, sizeof text, &used);
-    }
-    for (int i = 0; i < kf->n_sign; i++) {
-        const keyfile_sign_t *k = &kf->sign[i];
+    for (int i = 0; i < n; i++) {
+        const keyfile_sign_t *k = &keys[i];
         if (!s_text_safe(k->reason) || strchr(k->reason, '"') || strchr(k->reason, '\\')) {
             snprintf(err, err_len, "%s: refusing to write an invalid signing key line", path);
             return KEYFILE_SYNTAX;
         }
-        s_sign_text(k, text, sizeof text, &used);
+        s_sign_text(k, buf, len, used);
     }
+    return KEYFILE_OK;
+}
 
+/* Write text to path atomically: a temporary ".NAME.PID.tmp" in the same
+ * folder (which the hub ignores), fsync, then rename over path, or with
+ * exclusive link to path (KEYFILE_EXISTS when it exists); then fsync the
+ * folder. */
+static int s_write_atomic(const char *path, const char *text, bool exclusive, char *err, size_t err_len)
+{
     char dir[4096], tmp[4200];
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
@@ -547,6 +594,53 @@ int keyfile_write_entry(const char *path, const keyfile_t *kf, bool exclusive, c
     }
     close(dfd);
     return KEYFILE_OK;
+}
+
+int keyfile_write_entry(const char *path, const keyfile_t *kf, bool exclusive, char *err, size_t err_len)
+{
+    if (!codec_agency_valid(kf->agency) || !s_text_safe(kf->name) || kf->n_keys < 1 ||
+        kf->n_keys > KEYFILE_MAX_KEYS || kf->n_sign < 0 || kf->n_sign > KEYFILE_MAX_SIGN) {
+        snprintf(err, err_len, "%s: refusing to write an invalid entry", path);
+        return KEYFILE_SYNTAX;
+    }
+    char text[(KEYFILE_MAX_KEYS + KEYFILE_MAX_SIGN) * 320 + 512];
+    size_t used = 0;
+    int n = snprintf(text, sizeof text,
+                     "# civibus registry entry of agency %s (format: certs/README.md).\n"
+                     "# Written by `civibus registry`; send the hub SIGHUP after a change.\n"
+                     "agency = %s\n",
+                     kf->agency, kf->agency);
+    used = n > 0 ? (size_t)n : 0;
+    if (kf->name[0]) {
+        n = snprintf(text + used, sizeof text - used, "name = %s\n", kf->name);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    for (int i = 0; i < kf->n_keys; i++) {
+        const keyfile_key_t *k = &kf->keys[i];
+        if (!s_z85_valid(k->z85) || !s_text_safe(k->reason) || strchr(k->reason, '"') || strchr(k->reason, '\\')) {
+            snprintf(err, err_len, "%s: refusing to write an invalid key line", path);
+            return KEYFILE_SYNTAX;
+        }
+        s_key_text(k, text, sizeof text, &used);
+    }
+    int rc = s_signs_text(kf->sign, kf->n_sign, text, sizeof text, &used, path, err, err_len);
+    return rc != KEYFILE_OK ? rc : s_write_atomic(path, text, exclusive, err, err_len);
+}
+
+int keyfile_write_hub_sign(const char *path, const keyfile_hub_t *hub, bool exclusive, char *err, size_t err_len)
+{
+    if (hub->n_sign < 1 || hub->n_sign > KEYFILE_MAX_HUB_SIGN) {
+        snprintf(err, err_len, "%s: refusing to write a list of %d hub signing keys", path, hub->n_sign);
+        return KEYFILE_SYNTAX;
+    }
+    char text[KEYFILE_MAX_HUB_SIGN * 320 + 512];
+    size_t used = 0;
+    s_append(text, sizeof text, &used,
+             "# civibus hub signing keys (format: certs/README.md): a checkpoint of the log counts when\n"
+             "# it is signed by one of these keys, valid at the checkpoint's time. Written by\n"
+             "# `civibus registry`; read by civibus verify --registry and the SDK.\n");
+    int rc = s_signs_text(hub->sign, hub->n_sign, text, sizeof text, &used, path, err, err_len);
+    return rc != KEYFILE_OK ? rc : s_write_atomic(path, text, exclusive, err, err_len);
 }
 
 int keyfile_generate(const char *dir, const char *base, const char *agency, char *err, size_t err_len)

@@ -16,6 +16,8 @@
  *   revoked-sign a revoked signing public key, with the attributes of revoked
  *                (at=, reason=, not-after=); signatures made with it are
  *                refused from at= on (docs/SIGNING.md)
+ * The hub's own checkpoint signing keys are a list of sign and revoked-sign
+ * lines alone (keyfile_hub_t, KEYFILE_HUB_SIGN_FILE).
  * Attributes are NAME=VALUE words separated by blanks; a value holding blanks
  * is written in double quotes (no '"' or '\' inside). An unknown attribute is
  * always an error. Times are UTC, exactly YYYY-MM-DDTHH:MM:SSZ.
@@ -106,10 +108,34 @@ int keyfile_read(const char *path, keyfile_t *out, char *err, size_t err_len);
  * as in keyfile_read and then cleared. */
 int keyfile_read_entry(const char *path, keyfile_t *out, char *err, size_t err_len);
 
-/* The hub's signing public key (PEM) as published in a registry folder by
- * `civibus keygen --hub --registry` for `civibus verify --registry`. It is
- * not an agency entry: readers of the folder skip it (keyfile_is_entry_name). */
+/* The hub's checkpoint signing public keys as published in a registry folder
+ * (`civibus keygen --hub --registry`, `civibus registry rotate --hub`) for
+ * `civibus verify --registry` and the SDK. It is not an agency entry: readers
+ * of the folder skip it (keyfile_is_entry_name). */
 #define KEYFILE_HUB_SIGN_FILE "hub-sign.pub"
+/* Keys such a list may hold: every key that ever signed a checkpoint stays
+ * listed (expired or revoked), or its checkpoints no longer verify. */
+#define KEYFILE_MAX_HUB_SIGN 64
+
+/* The hub's signing keys with their validity, in file order. A checkpoint
+ * counts when a key of the list, valid at the checkpoint's time
+ * (keyfile_sign_status), signed it. */
+typedef struct {
+    keyfile_sign_t sign[KEYFILE_MAX_HUB_SIGN];
+    int n_sign;
+} keyfile_hub_t;
+
+/* Read the hub's signing keys from path: either a list of "sign" and
+ * "revoked-sign" lines with their attributes (any other name is an error:
+ * the list decides which checkpoints count), or a single Ed25519 public key
+ * in PEM (as keygen writes hub-sign.pub), which is one key without expiry.
+ * At least one key. Errors as keyfile_read_entry; a PEM file that is not an
+ * Ed25519 public key is KEYFILE_SYNTAX. */
+int keyfile_read_hub_sign(const char *path, keyfile_hub_t *out, char *err, size_t err_len);
+
+/* Write the list hub (1 to KEYFILE_MAX_HUB_SIGN keys) to path atomically, as
+ * keyfile_write_entry does. */
+int keyfile_write_hub_sign(const char *path, const keyfile_hub_t *hub, bool exclusive, char *err, size_t err_len);
 
 /* True when name (a file name inside a registry folder) is an agency entry:
  * it ends in ".pub", does not start with '.' (temporary files) and is not

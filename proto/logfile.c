@@ -178,6 +178,161 @@ int logfile_checkpoint_verify(const logfile_checkpoint_t *cp, const crypto_key_t
     return crypto_verify(key, msg, sizeof msg, cp->sig);
 }
 
+int logfile_checkpoint_check(const logfile_checkpoint_t *cp, const keyfile_hub_t *keys, char *why, size_t why_len)
+{
+    char hex[CRYPTO_KEYID_HEX];
+    crypto_hex(cp->key_id, CRYPTO_KEYID_LEN, hex);
+    const keyfile_sign_t *found = NULL;
+    for (int i = 0; i < keys->n_sign && !found; i++) {
+        uint8_t id[CRYPTO_KEYID_LEN];
+        crypto_key_id_raw(keys->sign[i].pub, id);
+        if (memcmp(id, cp->key_id, sizeof id) == 0)
+            found = &keys->sign[i];
+    }
+    if (!found) {
+        snprintf(why, why_len, "signed by key id %s, which is not a hub signing key", hex);
+        return LOGFILE_UNKNOWN_KEY;
+    }
+    /* Whole seconds, as the keys' times are: a checkpoint made in the
+     * second of a revocation no longer counts. */
+    int64_t at = cp->time >= 0 ? cp->time / 1000000 : -1 - (-1 - cp->time) / 1000000;
+    keyfile_status_t st = keyfile_sign_status(found, at);
+    if (st != KEYFILE_VALID) {
+        char when[KEYFILE_TIME_LEN], made[KEYFILE_TIME_LEN];
+        keyfile_time_format(st == KEYFILE_REVOKED ? found->revoked_at : found->not_after, when, sizeof when);
+        keyfile_time_format(at, made, sizeof made);
+        snprintf(why, why_len, "signed by key id %s, %s at %s, before the checkpoint's time %s", hex,
+                 st == KEYFILE_REVOKED ? "revoked" : "which expired", when, made);
+        return LOGFILE_UNKNOWN_KEY;
+    }
+    crypto_key_t *key = crypto_key_from_public(found->pub);
+    if (!key) {
+        snprintf(why, why_len, "signing key id %s is not a usable Ed25519 key", hex);
+        return LOGFILE_TAMPERED;
+    }
+    int rc = logfile_checkpoint_verify(cp, key);
+    crypto_key_destroy(&key);
+    if (rc == CRYPTO_OK)
+        return LOGFILE_OK;
+    if (rc == CRYPTO_INTERNAL) {
+        snprintf(why, why_len, "OpenSSL failed to verify a signature");
+        return LOGFILE_IO;
+    }
+    snprintf(why, why_len, "signature does not verify (key id %s)", hex);
+    return LOGFILE_TAMPERED;
+}
+
+/* --- witness lines ------------------------------------------------------- */
+
+void logfile_witness_format(const logfile_checkpoint_t *cp, char out[LOGFILE_WITNESS_LEN])
+{
+    char chain[2 * LOGFILE_CHAIN_LEN + 1], id[CRYPTO_KEYID_HEX], sig[2 * CRYPTO_SIG_LEN + 1];
+    crypto_hex(cp->chain, LOGFILE_CHAIN_LEN, chain);
+    crypto_hex(cp->key_id, CRYPTO_KEYID_LEN, id);
+    crypto_hex(cp->sig, CRYPTO_SIG_LEN, sig);
+    snprintf(out, LOGFILE_WITNESS_LEN, "event=checkpoint seq=%llu time_us=%lld chain=%s key_id=%s sig=%s",
+             (unsigned long long)cp->seq, (long long)cp->time, chain, id, sig);
+}
+
+static bool s_unhex(const char *s, size_t n, uint8_t *out, size_t len)
+{
+    if (n != 2 * len)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t v = 0;
+        for (int k = 0; k < 2; k++) {
+            char c = s[2 * i + (size_t)k];
+            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            if (d < 0)
+                return false;
+            v = (uint8_t)(v << 4 | d);
+        }
+        out[i] = v;
+    }
+    return true;
+}
+
+static bool s_decimal(const char *s, size_t n, bool negative_ok, int64_t *out_signed, uint64_t *out)
+{
+    bool neg = negative_ok && n > 1 && s[0] == '-';
+    size_t i = neg ? 1 : 0;
+    if (n == i || n - i > 20)
+        return false;
+    uint64_t v = 0;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9' || v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (out)
+        *out = v;
+    if (out_signed) {
+        if (v > (uint64_t)INT64_MAX)
+            return false;
+        *out_signed = neg ? -(int64_t)v : (int64_t)v;
+    }
+    return true;
+}
+
+int logfile_witness_parse(const char *line, logfile_checkpoint_t *out, char *why, size_t why_len)
+{
+    static const char *const names[] = {"event", "seq", "time_us", "chain", "key_id", "sig"};
+    enum { N_FIELDS = sizeof names / sizeof names[0] };
+    bool seen[N_FIELDS] = {false};
+    memset(out, 0, sizeof *out);
+    for (const char *p = line; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        const char *word = p;
+        while (*p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+            p++;
+        const char *eq = memchr(word, '=', (size_t)(p - word));
+        if (!eq)
+            continue;
+        size_t name_len = (size_t)(eq - word), n = (size_t)(p - eq - 1);
+        const char *v = eq + 1;
+        int f = -1;
+        for (int i = 0; i < N_FIELDS && f < 0; i++)
+            if (strlen(names[i]) == name_len && memcmp(word, names[i], name_len) == 0)
+                f = i;
+        if (f < 0)
+            continue; /* another word of a log line */
+        if (seen[f]) {
+            snprintf(why, why_len, "%s= given twice", names[f]);
+            return LOGFILE_FORMAT;
+        }
+        seen[f] = true;
+        if (f == 0 && (n != 10 || memcmp(v, "checkpoint", 10) != 0)) {
+            snprintf(why, why_len, "not a checkpoint (event=%.*s)", n > 32 ? 32 : (int)n, v);
+            return LOGFILE_NOT_WITNESS;
+        }
+        bool ok;
+        switch (f) {
+        case 0: ok = true; break;
+        case 1: ok = s_decimal(v, n, false, NULL, &out->seq) && out->seq > 0; break;
+        case 2: ok = s_decimal(v, n, true, &out->time, NULL); break;
+        case 3: ok = s_unhex(v, n, out->chain, LOGFILE_CHAIN_LEN); break;
+        case 4: ok = s_unhex(v, n, out->key_id, CRYPTO_KEYID_LEN); break;
+        default: ok = s_unhex(v, n, out->sig, CRYPTO_SIG_LEN); break;
+        }
+        if (!ok) {
+            snprintf(why, why_len, "%s= is not valid", names[f]);
+            return LOGFILE_FORMAT;
+        }
+    }
+    if (!seen[0]) {
+        snprintf(why, why_len, "no event=checkpoint");
+        return LOGFILE_NOT_WITNESS;
+    }
+    for (int i = 1; i < N_FIELDS; i++) {
+        if (!seen[i]) {
+            snprintf(why, why_len, "no %s= field", names[i]);
+            return LOGFILE_FORMAT;
+        }
+    }
+    return LOGFILE_OK;
+}
+
 /* --- retention anchor ----------------------------------------------------- */
 
 void logfile_anchor_encode(const logfile_anchor_t *a, uint8_t out[LOGFILE_ANCHOR_LEN])
@@ -442,25 +597,43 @@ static int s_anchor(logfile_t *self, MDB_txn *txn, uint64_t seq, uint8_t chain[L
 /* Check the checkpoint(s) sitting at entry seq, whose recomputed chain hash
  * is chain. */
 static int s_cp_check(s_cp_walk_t *w, uint64_t seq, const uint8_t chain[LOGFILE_CHAIN_LEN],
-                      const crypto_key_t *hub_key, logfile_report_t *out)
+                      const keyfile_hub_t *keys, logfile_report_t *out)
 {
     if (!w->have || w->cp.seq != seq)
         return LOGFILE_OK;
     if (memcmp(w->cp.chain, chain, LOGFILE_CHAIN_LEN) != 0)
         return s_bad(out, seq, "checkpoint's chain hash differs from the recomputed chain");
-    if (hub_key && logfile_checkpoint_verify(&w->cp, hub_key) != CRYPTO_OK) {
-        uint8_t id[CRYPTO_KEYID_LEN];
-        crypto_key_id(hub_key, id);
-        if (memcmp(id, w->cp.key_id, sizeof id) != 0) {
-            char hex[CRYPTO_KEYID_HEX];
-            crypto_hex(w->cp.key_id, CRYPTO_KEYID_LEN, hex);
-            return s_bad(out, seq, "checkpoint is signed by key id %s, not by the given hub key", hex);
-        }
-        return s_bad(out, seq, "checkpoint signature does not verify");
+    char why[256];
+    int rc = keys ? logfile_checkpoint_check(&w->cp, keys, why, sizeof why) : LOGFILE_OK;
+    if (rc == LOGFILE_IO) {
+        snprintf(out->problem, sizeof out->problem, "%s", why);
+        return rc;
     }
+    if (rc != LOGFILE_OK)
+        return s_bad(out, seq, "checkpoint %s", why);
     out->checkpoints++;
     out->last_checkpoint = seq;
     return s_cp_next(w, MDB_NEXT, 0, out);
+}
+
+/* The witnessed checkpoints not yet matched, in seq order. */
+typedef struct {
+    const logfile_witness_t *list;
+    size_t n, next;
+} s_wit_walk_t;
+
+/* Compare what was witnessed at entry seq with its recomputed chain hash. */
+static int s_wit_check(s_wit_walk_t *w, uint64_t seq, const uint8_t chain[LOGFILE_CHAIN_LEN], logfile_report_t *out)
+{
+    for (; w->next < w->n && w->list[w->next].cp.seq == seq; w->next++) {
+        if (memcmp(w->list[w->next].cp.chain, chain, LOGFILE_CHAIN_LEN) != 0)
+            return s_bad(out, seq, "the witnessed checkpoint (line %d) differs from the recomputed chain: the log "
+                                   "was changed at or before this seq, or rewritten",
+                         w->list[w->next].line);
+        out->witnessed++;
+        out->last_witnessed = seq;
+    }
+    return LOGFILE_OK;
 }
 
 /* Read the retention anchor into *a (a->seq 0 when retention never deleted
@@ -480,7 +653,7 @@ static int s_retention_anchor(logfile_t *self, MDB_txn *txn, logfile_anchor_t *a
     return LOGFILE_OK;
 }
 
-static int s_walk(logfile_t *self, MDB_txn *txn, const crypto_key_t *hub_key, uint64_t from,
+static int s_walk(logfile_t *self, MDB_txn *txn, const keyfile_hub_t *keys, uint64_t from, s_wit_walk_t *wit,
                   logfile_report_t *out)
 {
     uint8_t chain[LOGFILE_CHAIN_LEN] = {0};
@@ -509,7 +682,18 @@ static int s_walk(logfile_t *self, MDB_txn *txn, const crypto_key_t *hub_key, ui
     bool at_anchor = base && start == base + 1;
     if ((lrc = s_cp_next(&w, MDB_SET_RANGE, at_anchor ? base : start, out)))
         goto close_log;
-    if (at_anchor && (lrc = s_cp_check(&w, base, chain, hub_key, out)))
+    /* What was witnessed of entries retention deleted cannot be compared
+     * (their chain hashes went with them), except at the anchor's seq; what
+     * was witnessed before `from` is not looked at. Neither is a failure: a
+     * witnessed checkpoint further on covers the same history. */
+    for (uint64_t first = at_anchor ? base : start; wit->next < wit->n && wit->list[wit->next].cp.seq < first;
+         wit->next++) {
+        if (wit->list[wit->next].cp.seq <= base)
+            out->witness_deleted++;
+        else
+            out->witness_skipped++;
+    }
+    if (at_anchor && ((lrc = s_wit_check(wit, base, chain, out)) || (lrc = s_cp_check(&w, base, chain, keys, out))))
         goto close_log;
     uint64_t expect = start;
     MDB_val key = {sizeof start, &start}, val;
@@ -545,7 +729,7 @@ static int s_walk(logfile_t *self, MDB_txn *txn, const crypto_key_t *hub_key, ui
             goto close_log;
         }
         memcpy(chain, next, sizeof chain);
-        if ((lrc = s_cp_check(&w, seq, chain, hub_key, out)))
+        if ((lrc = s_wit_check(wit, seq, chain, out)) || (lrc = s_cp_check(&w, seq, chain, keys, out)))
             goto close_log;
         if (out->entries++ == 0)
             out->first_seq = seq;
@@ -559,6 +743,11 @@ static int s_walk(logfile_t *self, MDB_txn *txn, const crypto_key_t *hub_key, ui
     if (w.have)
         lrc = s_bad(out, expect, "the log ends at %llu but a signed checkpoint covers seq %llu (truncated)",
                     (unsigned long long)(expect - 1), (unsigned long long)w.cp.seq);
+    else if (wit->next < wit->n)
+        lrc = s_bad(out, expect,
+                    "the log ends at %llu but a witnessed checkpoint (line %d) covers seq %llu (truncated)",
+                    (unsigned long long)(expect - 1), wit->list[wit->next].line,
+                    (unsigned long long)wit->list[wit->next].cp.seq);
 close_log:
     mdb_cursor_close(cur);
 close_cp:
@@ -567,15 +756,53 @@ close_cp:
     return lrc;
 }
 
-int logfile_verify(logfile_t *self, const crypto_key_t *hub_key, uint64_t from, logfile_report_t *out)
+static int s_witness_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const logfile_witness_t *)a)->cp.seq, y = ((const logfile_witness_t *)b)->cp.seq;
+    return x < y ? -1 : x > y;
+}
+
+int logfile_verify(logfile_t *self, const keyfile_hub_t *keys, uint64_t from, const logfile_witness_t *witness,
+                   size_t n_witness, logfile_report_t *out)
 {
     memset(out, 0, sizeof *out);
+    /* A witnessed checkpoint counts only when the hub really signed it: a
+     * forged line must not make a good log look tampered. */
+    if (n_witness && !keys) {
+        snprintf(out->problem, sizeof out->problem, "witnessed checkpoints need the hub's signing keys");
+        return LOGFILE_IO;
+    }
+    char why[256];
+    for (size_t i = 0; i < n_witness; i++) {
+        int crc = logfile_checkpoint_check(&witness[i].cp, keys, why, sizeof why);
+        if (crc == LOGFILE_IO) {
+            snprintf(out->problem, sizeof out->problem, "%s", why);
+            return crc;
+        }
+        if (crc != LOGFILE_OK)
+            return s_bad(out, witness[i].cp.seq, "witness line %d: checkpoint %s", witness[i].line, why);
+    }
+    logfile_witness_t *sorted = NULL;
+    if (n_witness) {
+        sorted = malloc(n_witness * sizeof *sorted);
+        if (!sorted) {
+            snprintf(out->problem, sizeof out->problem, "out of memory");
+            return LOGFILE_IO;
+        }
+        memcpy(sorted, witness, n_witness * sizeof *sorted);
+        qsort(sorted, n_witness, sizeof *sorted, s_witness_cmp);
+    }
+    s_wit_walk_t wit = {.list = sorted, .n = n_witness, .next = 0};
     MDB_txn *txn;
     int rc = s_read_begin(self, &txn);
-    if (rc)
-        return s_io(out, "read", rc);
-    int lrc = s_walk(self, txn, hub_key, from, out);
-    mdb_txn_abort(txn);
+    int lrc;
+    if (rc) {
+        lrc = s_io(out, "read", rc);
+    } else {
+        lrc = s_walk(self, txn, keys, from, &wit, out);
+        mdb_txn_abort(txn);
+    }
+    free(sorted);
     return lrc;
 }
 
@@ -663,6 +890,8 @@ const char *logfile_strerror(int code)
     case LOGFILE_IO: return "cannot read the log";
     case LOGFILE_FORMAT: return "not a civibus log of a known format";
     case LOGFILE_TAMPERED: return "the log does not verify";
+    case LOGFILE_NOT_WITNESS: return "not a witness line";
+    case LOGFILE_UNKNOWN_KEY: return "not signed by a hub key valid at the time";
     default: return "unknown log file error";
     }
 }

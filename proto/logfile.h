@@ -48,6 +48,7 @@
 #include <stdint.h>
 
 #include "crypto.h"
+#include "keyfile.h"
 
 #define LOGFILE_FORMAT_VERSION 2u /* meta "version" */
 #define LOGFILE_ENTRY_VERSION 2u
@@ -65,6 +66,8 @@ enum logfile_err {
     LOGFILE_IO = -1,       /* cannot open or read the files (message in the report) */
     LOGFILE_FORMAT = -2,   /* not a civibus log, or another format version */
     LOGFILE_TAMPERED = -3, /* verification found a problem (report says where) */
+    LOGFILE_NOT_WITNESS = -4, /* logfile_witness_parse: the line holds no checkpoint */
+    LOGFILE_UNKNOWN_KEY = -5, /* logfile_checkpoint_check: no such hub key valid at the time */
 };
 
 /* One entry split into its parts. Pointers point into the stored bytes and
@@ -119,6 +122,37 @@ int logfile_checkpoint_sign(logfile_checkpoint_t *cp, const crypto_key_t *key);
 /* CRYPTO_OK when cp carries key's id and a valid signature by it, else
  * CRYPTO_BAD_SIGNATURE. */
 int logfile_checkpoint_verify(const logfile_checkpoint_t *cp, const crypto_key_t *key);
+/* Check cp against the hub's signing keys (keyfile.h): the key with cp's key
+ * id must be listed and valid at cp's time (in whole seconds: not revoked
+ * at or before it, not expired), and the signature must verify by it.
+ * LOGFILE_OK, or with a one-line reason in why: LOGFILE_UNKNOWN_KEY (the
+ * key id is not listed, or its key was revoked or expired by then),
+ * LOGFILE_TAMPERED (the signature does not verify), LOGFILE_IO (OpenSSL
+ * itself failed). */
+int logfile_checkpoint_check(const logfile_checkpoint_t *cp, const keyfile_hub_t *keys, char *why, size_t why_len);
+
+/* --- witness lines --------------------------------------------------------
+ * A checkpoint kept outside the hub, as one line of text:
+ *   event=checkpoint seq=S time_us=T chain=HEX64 key_id=HEX16 sig=HEX128
+ * The hub logs every checkpoint it signs in this form, and `civibus
+ * checkpoint fetch` appends such lines (after a time stamp and the hub's
+ * endpoint) to a witness file; the parser reads both, ignoring other words. */
+#define LOGFILE_WITNESS_LEN 360 /* bytes of the fields above, NUL included */
+
+/* Write cp's fields into out (LOGFILE_WITNESS_LEN bytes), without newline. */
+void logfile_witness_format(const logfile_checkpoint_t *cp, char out[LOGFILE_WITNESS_LEN]);
+/* Parse a witness line. LOGFILE_OK; LOGFILE_NOT_WITNESS when it has no
+ * event=checkpoint word (another line of a log; readers skip it);
+ * LOGFILE_FORMAT with why when a field is missing, given twice or
+ * malformed. */
+int logfile_witness_parse(const char *line, logfile_checkpoint_t *out, char *why, size_t why_len);
+
+/* A witnessed checkpoint and where it came from (a line number, for the
+ * report). */
+typedef struct {
+    logfile_checkpoint_t cp;
+    int line;
+} logfile_witness_t;
 
 /* Where a log cut at the front by retention begins: entry seq was the last
  * one deleted, and chain[seq] is what the first retained entry chains to. */
@@ -154,23 +188,36 @@ typedef struct {
     uint64_t last_seq;        /* last entry checked (0: none) */
     uint64_t last_checkpoint; /* seq of the last good checkpoint (0: none) */
     uint64_t anchor_seq;      /* retention deleted entries 1..anchor_seq (0: none) */
+    uint64_t witnessed;       /* witnessed checkpoints matched */
+    uint64_t last_witnessed;  /* seq of the last one (0: none) */
+    uint64_t witness_skipped; /* witnessed checkpoints before `from`, not checked */
+    uint64_t witness_deleted; /* witnessed checkpoints of entries retention deleted, not checkable */
     uint64_t bad_seq;         /* LOGFILE_TAMPERED: the first bad sequence number */
-    char problem[256];        /* what is wrong (or the I/O error) */
+    char problem[320];        /* what is wrong (or the I/O error) */
 } logfile_report_t;
 
 /* Verify the log from seq `from` (0 or 1: from the beginning, which must be
  * seq 1, or the first entry after the retention anchor) to its end as of one
  * read transaction: every entry parses, seqs have no gap, every stored chain
  * hash equals the recomputed one, and every checkpoint at or after `from` is
- * signed by hub_key and names the recomputed chain hash of an entry that
- * exists (or, at the anchor's seq, the anchor's chain hash). Starting at the
- * anchor trusts its chain hash until a signed checkpoint vouches for it;
- * starting later trusts the stored chain hash of entry from-1. Checkpoints
- * older than the anchor are not looked at. A NULL hub_key checks all of that
- * except the checkpoints' signatures. Stops at the first problem.
+ * signed by a key of keys valid at its time (logfile_checkpoint_check) and
+ * names the recomputed chain hash of an entry that exists (or, at the
+ * anchor's seq, the anchor's chain hash). Starting at the anchor trusts its
+ * chain hash until a signed or witnessed checkpoint vouches for it; starting
+ * later trusts the stored chain hash of entry from-1. Checkpoints older than
+ * the anchor are not looked at. NULL keys checks all of that except the
+ * checkpoints' signatures.
+ * The witnessed checkpoints (n_witness of them, in any order; witness may be
+ * NULL when there are none; they need keys) must each be signed by a key of
+ * keys valid at its time, and name the recomputed chain hash of their entry:
+ * a witnessed seq beyond the log's end is a truncation. Those of entries
+ * retention deleted (seq below the anchor's) cannot be compared and are
+ * counted in witness_deleted, those before `from` in witness_skipped.
+ * Stops at the first problem.
  * Returns LOGFILE_OK, LOGFILE_TAMPERED (out->bad_seq, out->problem) or
  * LOGFILE_IO (out->problem). */
-int logfile_verify(logfile_t *self, const crypto_key_t *hub_key, uint64_t from, logfile_report_t *out);
+int logfile_verify(logfile_t *self, const keyfile_hub_t *keys, uint64_t from, const logfile_witness_t *witness,
+                   size_t n_witness, logfile_report_t *out);
 
 typedef struct {
     uint64_t first_seq;       /* first entry (0: the log is empty) */

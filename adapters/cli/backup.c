@@ -16,9 +16,9 @@
 
 #include "backup.h"
 #include "cli.h"
-#include "crypto.h"
 #include "keyfile.h"
 #include "opts.h"
+#include "witness.h"
 
 enum {
     S_OPT_DATA = CLI_OPT_CMD,
@@ -82,7 +82,8 @@ static void s_restore_usage(void)
            "Options:\n"
            "  --in FILE       the backup file\n"
            "  --data DIR      the data directory to restore into\n"
-           "  --hub-key FILE  the hub's signing public key (hub-sign.pub), to check the\n"
+           "  --hub-key FILE  the hub's signing public key (hub-sign.pub), or the list of\n"
+           "                  its keys (the registry's hub-sign.pub), to check the\n"
            "                  checkpoints' signatures too\n"
            "  --registry DIR  instead of --hub-key: the registry folder holding\n"
            "                  hub-sign.pub\n"
@@ -182,29 +183,18 @@ int cmd_restore(int argc, char **argv)
         cli_err("restore: --in FILE and --data DIR are required");
         return CLI_EXIT_USAGE;
     }
-    if (key_path && registry) {
-        cli_err("restore: give --hub-key FILE or --registry DIR, not both");
-        return CLI_EXIT_USAGE;
-    }
     char reg_key[4096];
-    if (registry) {
-        int n = snprintf(reg_key, sizeof reg_key, "%s/%s", registry, KEYFILE_HUB_SIGN_FILE);
-        if (n < 0 || (size_t)n >= sizeof reg_key) {
-            cli_err("restore: --registry: path too long");
-            return CLI_EXIT_USAGE;
-        }
-        key_path = reg_key;
-    }
-    char err[1024];
-    crypto_key_t *key = NULL;
-    if (key_path && crypto_key_read_public(key_path, &key, err, sizeof err) != CRYPTO_OK) {
-        cli_err("restore: %s", err);
+    int rc = witness_keys_path("restore", key_path, registry, reg_key, sizeof reg_key, &key_path);
+    if (rc != 0)
+        return rc;
+    keyfile_hub_t *keys = key_path ? witness_keys_read("restore", key_path) : NULL;
+    if (key_path && !keys)
         return CLI_EXIT_FILE;
-    }
+    char err[1024];
     backup_info_t info;
     logfile_report_t rep;
-    int brc = backup_restore(in, data, key, &info, &rep, err, sizeof err);
-    crypto_key_destroy(&key);
+    int brc = backup_restore(in, data, keys, &info, &rep, err, sizeof err);
+    free(keys);
     if (brc != BACKUP_OK) {
         cli_err("restore: %s", err);
         if (brc == BACKUP_TAMPERED)

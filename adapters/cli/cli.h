@@ -42,6 +42,7 @@ int cmd_deadletters(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_checkpoint(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_top(int argc, char **argv);

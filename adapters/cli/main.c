@@ -31,6 +31,7 @@ static const s_command_t s_commands[] = {
     {"policy", cmd_policy, "check an access policy file, explain a decision"},
     {"registry", cmd_registry, "add, list, rotate and revoke agency keys in a registry folder"},
     {"verify", cmd_verify, "check the log's hash chain and signed checkpoints offline"},
+    {"checkpoint", cmd_checkpoint, "fetch the hub's latest signed checkpoint into a witness file"},
     {"backup", cmd_backup, "copy the hub's log into one file while the hub runs"},
     {"restore", cmd_restore, "write a backup into an empty data directory, verified"},
 };

@@ -10,6 +10,10 @@
  *           [--not-after T] [--overlap-days N]
  *   revoke  --agency ID (--key PREFIX | --all | --sign-key PREFIX | --all-sign)
  *           [--reason TEXT]
+ * With --hub instead of --agency ID, add, rotate and revoke work on the
+ * hub's own checkpoint signing keys, the list KEYFILE_HUB_SIGN_FILE
+ * (keyfile_hub_t), with the same rules as an agency's signing keys; list
+ * shows them as agency "(hub)".
  * An entry holds two kinds of keys, CURVE keys (curve/revoked lines, who may
  * connect) and Ed25519 signing keys (sign/revoked-sign lines, whose event
  * signatures count); rotate, revoke and list treat both through one view
@@ -64,7 +68,8 @@ enum {
     S_OPT_JSON,
     S_OPT_SIGN_KEY_FILE,
     S_OPT_SIGN_KEY,
-    S_OPT_ALL_SIGN
+    S_OPT_ALL_SIGN,
+    S_OPT_HUB
 };
 
 /* Every option of every subcommand; each subcommand refuses those it does
@@ -84,6 +89,7 @@ static const struct option s_longopts[] = {
     {"sign-key-file", required_argument, NULL, S_OPT_SIGN_KEY_FILE},
     {"sign-key", required_argument, NULL, S_OPT_SIGN_KEY},
     {"all-sign", no_argument, NULL, S_OPT_ALL_SIGN},
+    {"hub", no_argument, NULL, S_OPT_HUB},
     {NULL, 0, NULL, 0},
 };
 
@@ -102,10 +108,11 @@ typedef struct {
     bool all;
     bool all_sign;
     bool json;
+    bool hub; /* the hub's signing keys instead of an agency */
 } s_args_t;
 
-/* The two kinds of keys of an entry. */
-typedef enum { S_CURVE = 0, S_SIGN = 1 } s_kind_t;
+/* The two kinds of keys of an entry, and the hub's signing keys. */
+typedef enum { S_CURVE = 0, S_SIGN = 1, S_HUB = 2 } s_kind_t;
 
 /* One key of an entry, of either kind, as rotate, revoke and list see it:
  * pointers into the keyfile_t it was made from (valid while that lives). */
@@ -128,6 +135,7 @@ static const struct {
 } s_kinds[] = {
     [S_CURVE] = {"key", "curve", S_PREFIX, KEYFILE_MAX_KEYS, "--key-file"},
     [S_SIGN] = {"signing key", "sign", CRYPTO_KEYID_HEX - 1, KEYFILE_MAX_SIGN, "--sign-key-file"},
+    [S_HUB] = {"hub signing key", "hub-sign", CRYPTO_KEYID_HEX - 1, KEYFILE_MAX_HUB_SIGN, "--sign-key-file"},
 };
 
 #define S_REMINDER                                                                            \
@@ -144,6 +152,9 @@ static void s_usage(FILE *out)
             "                               [--not-after T] [--overlap-days N]\n"
             "       civibus registry revoke --agency ID (--key PREFIX | --all | --sign-key PREFIX | --all-sign)\n"
             "                               [--reason TEXT]\n"
+            "       civibus registry add|rotate --hub --sign-key-file HUB-sign.pub [--not-after T]\n"
+            "                               [--overlap-days N]\n"
+            "       civibus registry revoke --hub (--sign-key PREFIX | --all-sign) [--reason TEXT]\n"
             "       (each with --registry DIR, or CIVIBUS_REGISTRY in the environment)\n\n"
             "Manage the hub's agency registry folder offline (certs/README.md): one ID.pub\n"
             "entry per agency with its CURVE public keys and its Ed25519 signing keys, their\n"
@@ -152,14 +163,19 @@ static void s_usage(FILE *out)
             "           and the signing key of ID-sign.pub (PEM); refused when ID is\n"
             "           registered already or a key is in use\n"
             "  list     every agency and key: kind (curve, sign), key prefix or signing key\n"
-            "           id, status (valid, expired, revoked), not-after; --json: one object\n"
+            "           id, status (valid, expired, revoked), not-after, and the hub's signing\n"
+            "           keys as agency (hub), kind hub-sign; --json: one object\n"
             "  rotate   add the key of NEW.pub and/or the signing key of NEW-sign.pub to ID;\n"
             "           the old valid keys of that kind keep working for --overlap-days N\n"
             "           (default %d; 0: they expire now), then expire\n"
             "  revoke   revoke one CURVE key of ID (--key: a prefix of at least %d characters,\n"
             "           as list shows it) or all of them (--all), or one signing key (--sign-key:\n"
             "           a prefix of its key id) or all of them (--all-sign); the hub refuses it\n"
-            "           from the next SIGHUP on, on live connections too\n\n"
+            "           from the next SIGHUP on, on live connections too\n"
+            "  --hub    instead of --agency ID: the hub's own checkpoint signing keys, the list\n"
+            "           %s in the folder (add creates it, rotate adds the hub's next key,\n"
+            "           revoke ends one); a checkpoint counts when a key of the list valid at\n"
+            "           its time signed it, so keep old keys listed\n\n"
             "Options:\n"
             "  --registry DIR       the registry folder                     [CIVIBUS_REGISTRY]\n"
             "  --not-after T        the key's expiry, UTC: YYYY-MM-DDTHH:MM:SSZ (default: none)\n"
@@ -167,7 +183,7 @@ static void s_usage(FILE *out)
             "  --reason TEXT        why a key is revoked (at most %d characters, no '\"' or '\\')\n"
             "  --help               this text\n\n" S_REMINDER
             "\nExit codes: 0 done, 1 refused, 2 usage error, 4 file error or invalid entry.\n",
-            S_OVERLAP_DEFAULT, S_PREFIX_MIN, KEYFILE_NAME_MAX, KEYFILE_REASON_MAX);
+            S_OVERLAP_DEFAULT, S_PREFIX_MIN, KEYFILE_HUB_SIGN_FILE, KEYFILE_NAME_MAX, KEYFILE_REASON_MAX);
 }
 
 /* Text for a name or a reason: printable, within max; for a reason also no
@@ -277,6 +293,7 @@ static int s_parse(int argc, char **argv, const int *allowed, s_args_t *a)
             a->reason = optarg;
             break;
         case S_OPT_JSON: a->json = true; break;
+        case S_OPT_HUB: a->hub = true; break;
         default: return CLI_EXIT_USAGE;
         }
     }
@@ -334,34 +351,42 @@ static int s_lock(const s_args_t *a)
     return -1;
 }
 
-/* The keys of kind in kf as views, into v (room for KEYFILE_MAX_KEYS);
- * returns their number. */
-static int s_views(keyfile_t *kf, s_kind_t kind, s_view_t *v)
+/* n signing keys (an agency's, or the hub's list) as views, into v;
+ * returns n. */
+static int s_sign_views(keyfile_sign_t *keys, int n, s_view_t *v)
 {
-    int n = kind == S_CURVE ? kf->n_keys : kf->n_sign;
     for (int i = 0; i < n; i++) {
+        keyfile_sign_t *k = &keys[i];
+        uint8_t id[CRYPTO_KEYID_LEN];
         memset(&v[i], 0, sizeof v[i]);
-        if (kind == S_CURVE) {
-            keyfile_key_t *k = &kf->keys[i];
-            v[i].curve = k;
-            v[i].not_after = &k->not_after;
-            v[i].revoked_at = &k->revoked_at;
-            v[i].reason = k->reason;
-            snprintf(v[i].key, sizeof v[i].key, "%s", k->z85);
-            snprintf(v[i].id, sizeof v[i].id, "%s", k->z85);
-        } else {
-            keyfile_sign_t *k = &kf->sign[i];
-            uint8_t id[CRYPTO_KEYID_LEN];
-            v[i].sign = k;
-            v[i].not_after = &k->not_after;
-            v[i].revoked_at = &k->revoked_at;
-            v[i].reason = k->reason;
-            crypto_hex(k->pub, sizeof k->pub, v[i].key);
-            crypto_key_id_raw(k->pub, id);
-            crypto_hex(id, sizeof id, v[i].id);
-        }
+        v[i].sign = k;
+        v[i].not_after = &k->not_after;
+        v[i].revoked_at = &k->revoked_at;
+        v[i].reason = k->reason;
+        crypto_hex(k->pub, sizeof k->pub, v[i].key);
+        crypto_key_id_raw(k->pub, id);
+        crypto_hex(id, sizeof id, v[i].id);
     }
     return n;
+}
+
+/* The keys of kind (S_CURVE or S_SIGN) in kf as views, into v (room for
+ * KEYFILE_MAX_KEYS); returns their number. */
+static int s_views(keyfile_t *kf, s_kind_t kind, s_view_t *v)
+{
+    if (kind != S_CURVE)
+        return s_sign_views(kf->sign, kf->n_sign, v);
+    for (int i = 0; i < kf->n_keys; i++) {
+        keyfile_key_t *k = &kf->keys[i];
+        memset(&v[i], 0, sizeof v[i]);
+        v[i].curve = k;
+        v[i].not_after = &k->not_after;
+        v[i].revoked_at = &k->revoked_at;
+        v[i].reason = k->reason;
+        snprintf(v[i].key, sizeof v[i].key, "%s", k->z85);
+        snprintf(v[i].id, sizeof v[i].id, "%s", k->z85);
+    }
+    return kf->n_keys;
 }
 
 static keyfile_status_t s_view_status(const s_view_t *v, int64_t now)
@@ -507,13 +532,99 @@ static void s_until(int64_t not_after, char *buf, size_t len)
     snprintf(buf, len, "until %s", t);
 }
 
+/* ---- the hub's signing keys ----------------------------------------------------------- */
+
+#define S_HUB_REMINDER                                                                           \
+    "Verifiers read this list (civibus verify --registry, civ_hub_keys_new): publish the new\n"   \
+    "file where they take it from. The hub signs with its signing_key setting; point it at a\n" \
+    "valid key and restart the hub before an old key's not-after.\n"
+
+static void s_hub_path(const s_args_t *a, char *path, size_t len)
+{
+    snprintf(path, len, "%s/%s", a->registry, KEYFILE_HUB_SIGN_FILE);
+}
+
+/* Read the hub's list into hub; exit 1 when there is none. */
+static int s_read_hub(const s_args_t *a, keyfile_hub_t *hub)
+{
+    char path[S_PATH_MAX], err[600];
+    s_hub_path(a, path, sizeof path);
+    if (access(path, F_OK) != 0 && errno == ENOENT) {
+        cli_err("registry %s: the hub has no signing keys in %s yet (civibus registry add --hub)", a->cmd, path);
+        return CLI_EXIT_REFUSED;
+    }
+    if (keyfile_read_hub_sign(path, hub, err, sizeof err) != KEYFILE_OK) {
+        cli_err("registry %s: %s", a->cmd, err);
+        return CLI_EXIT_FILE;
+    }
+    return -1;
+}
+
+static int s_write_hub(const s_args_t *a, const keyfile_hub_t *hub, bool exclusive)
+{
+    char path[S_PATH_MAX], err[600];
+    s_hub_path(a, path, sizeof path);
+    int rc = keyfile_write_hub_sign(path, hub, exclusive, err, sizeof err);
+    if (rc == KEYFILE_EXISTS) {
+        cli_err("registry %s: the hub's signing keys are listed already (%s); use rotate --hub to add one", a->cmd,
+                path);
+        return CLI_EXIT_REFUSED;
+    }
+    if (rc != KEYFILE_OK) {
+        cli_err("registry %s: %s", a->cmd, err);
+        return CLI_EXIT_FILE;
+    }
+    return -1;
+}
+
+/* The options of add and rotate --hub: a signing key file, nothing else
+ * about an agency. */
+static int s_hub_args(const s_args_t *a)
+{
+    if (a->agency || a->key_file || a->name) {
+        cli_err("registry %s --hub: --agency, --key-file and --name do not apply to the hub's signing keys", a->cmd);
+        return CLI_EXIT_USAGE;
+    }
+    return s_require(a, a->sign_key_file, "--sign-key-file");
+}
+
+static int s_hub_add(const s_args_t *a)
+{
+    int rc;
+    keyfile_t in;
+    if ((rc = s_hub_args(a)) != -1 || (rc = s_read_new_keys(a, &in)) != -1 || (rc = s_lock(a)) != -1 ||
+        (rc = s_keys_in_use(a, &in)) != -1)
+        return rc;
+    keyfile_hub_t *hub = calloc(1, sizeof *hub);
+    if (!hub) {
+        cli_err("registry add: out of memory");
+        return CLI_EXIT_INTERNAL;
+    }
+    hub->sign[hub->n_sign++] = in.sign[0];
+    rc = s_write_hub(a, hub, true);
+    if (rc == -1) {
+        s_view_t v[1];
+        char path[S_PATH_MAX], until[64];
+        s_sign_views(hub->sign, 1, v);
+        s_hub_path(a, path, sizeof path);
+        s_until(hub->sign[0].not_after, until, sizeof until);
+        printf("listed the hub's signing key %s in %s, valid %s\n" S_HUB_REMINDER, v[0].id, path, until);
+        rc = CLI_EXIT_OK;
+    }
+    free(hub);
+    return rc;
+}
+
 /* ---- add ------------------------------------------------------------------------ */
 
 static int s_add(int argc, char **argv)
 {
-    static const int allowed[] = {S_OPT_AGENCY, S_OPT_KEY_FILE, S_OPT_SIGN_KEY_FILE, S_OPT_NAME, S_OPT_NOT_AFTER, 0};
+    static const int allowed[] = {S_OPT_AGENCY,    S_OPT_KEY_FILE, S_OPT_SIGN_KEY_FILE, S_OPT_NAME,
+                                  S_OPT_NOT_AFTER, S_OPT_HUB,      0};
     s_args_t a;
     int rc = s_parse(argc, argv, allowed, &a);
+    if (rc == -1 && a.hub)
+        return s_hub_add(&a);
     if (rc == -1)
         rc = s_require(&a, a.agency, "--agency");
     if (rc == -1)
@@ -556,6 +667,61 @@ static json_t *s_time_json(int64_t t)
     return json_string(buf);
 }
 
+/* One key of list: a row of the table, under agency and name (both "" on
+ * the rows after an agency's first), or with --json an object appended to
+ * arr. */
+static void s_list_key(const s_args_t *a, s_kind_t kind, const s_view_t *v, int64_t now, const char *agency,
+                       const char *name, json_t *arr)
+{
+    const char *status = keyfile_status_name(s_view_status(v, now));
+    char shown[KEYFILE_Z85_LEN + 1];
+    snprintf(shown, sizeof shown, "%.*s", s_kinds[kind].shown, v->id);
+    if (a->json) {
+        json_t *o = json_pack("{s:s, s:s, s:o, s:o}", kind == S_CURVE ? "key" : "key_id", shown, "status", status,
+                              "not_after", s_time_json(*v->not_after), "revoked_at", s_time_json(*v->revoked_at));
+        if (o && v->reason[0])
+            json_object_set_new(o, "reason", json_string(v->reason));
+        json_array_append_new(arr, o);
+        return;
+    }
+    char na[KEYFILE_TIME_LEN] = "-", rv[KEYFILE_TIME_LEN + KEYFILE_REASON_MAX + 8] = "-";
+    if (*v->not_after != KEYFILE_FOREVER)
+        keyfile_time_format(*v->not_after, na, sizeof na);
+    if (*v->revoked_at != KEYFILE_FOREVER) {
+        char at[KEYFILE_TIME_LEN];
+        keyfile_time_format(*v->revoked_at, at, sizeof at);
+        snprintf(rv, sizeof rv, "%s%s%s%s", at, v->reason[0] ? " (" : "", v->reason, v->reason[0] ? ")" : "");
+    }
+    printf("%-32s  %-24s  %-8s  %-16s  %-7s  %-20s  %s\n", agency, name, s_kinds[kind].kind, shown, status, na, rv);
+}
+
+/* The hub's signing keys, when the folder lists them: rows of agency
+ * "(hub)", or with --json objects appended to arr. Returns an exit code. */
+static int s_list_hub(const s_args_t *a, int64_t now, json_t *arr)
+{
+    char path[S_PATH_MAX], err[600];
+    s_hub_path(a, path, sizeof path);
+    if (access(path, F_OK) != 0 && errno == ENOENT)
+        return CLI_EXIT_OK;
+    keyfile_hub_t *hub = malloc(sizeof *hub);
+    if (!hub) {
+        cli_err("registry list: out of memory");
+        return CLI_EXIT_INTERNAL;
+    }
+    int rc = CLI_EXIT_OK;
+    if (keyfile_read_hub_sign(path, hub, err, sizeof err) != KEYFILE_OK) {
+        cli_err("registry list: %s", err);
+        rc = CLI_EXIT_FILE;
+    } else {
+        s_view_t v[KEYFILE_MAX_HUB_SIGN];
+        int nv = s_sign_views(hub->sign, hub->n_sign, v);
+        for (int k = 0; k < nv; k++)
+            s_list_key(a, S_HUB, &v[k], now, k ? "" : "(hub)", k ? "" : "-", arr);
+    }
+    free(hub);
+    return rc;
+}
+
 static int s_list(int argc, char **argv)
 {
     static const int allowed[] = {S_OPT_JSON, 0};
@@ -571,7 +737,7 @@ static int s_list(int argc, char **argv)
     json_t *agencies = a.json ? json_array() : NULL;
     rc = CLI_EXIT_OK;
     if (!a.json)
-        printf("%-32s  %-24s  %-5s  %-16s  %-7s  %-20s  %s\n", "AGENCY", "NAME", "KIND", "KEY", "STATUS",
+        printf("%-32s  %-24s  %-8s  %-16s  %-7s  %-20s  %s\n", "AGENCY", "NAME", "KIND", "KEY", "STATUS",
                "NOT-AFTER", "REVOKED");
     for (int i = 0; i < n; i++) {
         char path[S_PATH_MAX], err[600];
@@ -587,40 +753,22 @@ static int s_list(int argc, char **argv)
         for (s_kind_t kind = S_CURVE; kind <= S_SIGN; kind++) {
             s_view_t v[KEYFILE_MAX_KEYS];
             int nv = s_views(&kf, kind, v);
-            for (int k = 0; k < nv; k++, row++) {
-                const char *status = keyfile_status_name(s_view_status(&v[k], now));
-                char shown[KEYFILE_Z85_LEN + 1];
-                snprintf(shown, sizeof shown, "%.*s", s_kinds[kind].shown, v[k].id);
-                if (a.json) {
-                    json_t *o = json_pack("{s:s, s:s, s:o, s:o}", kind == S_CURVE ? "key" : "key_id", shown,
-                                          "status", status, "not_after", s_time_json(*v[k].not_after),
-                                          "revoked_at", s_time_json(*v[k].revoked_at));
-                    if (o && v[k].reason[0])
-                        json_object_set_new(o, "reason", json_string(v[k].reason));
-                    json_array_append_new(keys[kind], o);
-                    continue;
-                }
-                char na[KEYFILE_TIME_LEN] = "-", rv[KEYFILE_TIME_LEN + KEYFILE_REASON_MAX + 8] = "-";
-                if (*v[k].not_after != KEYFILE_FOREVER)
-                    keyfile_time_format(*v[k].not_after, na, sizeof na);
-                if (*v[k].revoked_at != KEYFILE_FOREVER) {
-                    char at[KEYFILE_TIME_LEN];
-                    keyfile_time_format(*v[k].revoked_at, at, sizeof at);
-                    snprintf(rv, sizeof rv, "%s%s%s%s", at, v[k].reason[0] ? " (" : "", v[k].reason,
-                             v[k].reason[0] ? ")" : "");
-                }
-                const char *name = row > 0 ? "" : kf.name[0] ? kf.name : "-";
-                printf("%-32s  %-24s  %-5s  %-16s  %-7s  %-20s  %s\n", row == 0 ? kf.agency : "", name,
-                       s_kinds[kind].kind, shown, status, na, rv);
-            }
+            for (int k = 0; k < nv; k++, row++)
+                s_list_key(&a, kind, &v[k], now, row ? "" : kf.agency, row ? "" : kf.name[0] ? kf.name : "-",
+                           keys[kind]);
         }
         if (a.json)
             json_array_append_new(agencies, json_pack("{s:s, s:s, s:o, s:o}", "agency", kf.agency, "name", kf.name,
                                                       "keys", keys[S_CURVE], "sign_keys", keys[S_SIGN]));
     }
     s_names_free(names, n);
+    json_t *hub_keys = a.json ? json_array() : NULL;
+    int hrc = s_list_hub(&a, now, hub_keys);
+    if (hrc != CLI_EXIT_OK)
+        rc = hrc;
     if (a.json) {
-        json_t *obj = json_pack("{s:s, s:o}", "registry", a.registry, "agencies", agencies);
+        json_t *obj = json_pack("{s:s, s:o, s:o}", "registry", a.registry, "agencies", agencies, "hub_sign_keys",
+                                hub_keys);
         char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
         json_decref(obj);
         if (!text) {
@@ -634,6 +782,36 @@ static int s_list(int argc, char **argv)
 }
 
 /* ---- rotate ------------------------------------------------------------------------ */
+
+/* Limit the not-after of the valid keys among v (nv of them) to cutoff;
+ * their indexes into shortened (*n_short). */
+static void s_shorten(s_view_t *v, int nv, int64_t now, int64_t cutoff, int *shortened, int *n_short)
+{
+    *n_short = 0;
+    for (int k = 0; k < nv; k++) {
+        if (s_view_status(&v[k], now) == KEYFILE_VALID && *v[k].not_after > cutoff) {
+            *v[k].not_after = cutoff;
+            shortened[(*n_short)++] = k;
+        }
+    }
+}
+
+/* Say what a rotation did: the key added last of v (nv keys of kind, of
+ * who) and the old ones whose not-after it shortened. */
+static void s_print_rotated(const char *who, s_kind_t kind, const s_view_t *v, int nv, const int *shortened,
+                            int n_short, uint64_t overlap_days)
+{
+    char until[64];
+    s_until(*v[nv - 1].not_after, until, sizeof until);
+    printf("rotated %s: added %s %.*s, valid %s\n", who, s_kinds[kind].what, s_kinds[kind].shown, v[nv - 1].id,
+           until);
+    for (int i = 0; i < n_short; i++) {
+        const s_view_t *old = &v[shortened[i]];
+        s_until(*old->not_after, until, sizeof until);
+        printf("old %s %.*s stays valid %s (overlap of %llu days), then expires\n", s_kinds[kind].what,
+               s_kinds[kind].shown, old->id, until, (unsigned long long)overlap_days);
+    }
+}
 
 /* Add the fresh key of kind (in's only one) to kf after limiting kf's valid
  * keys of that kind to cutoff; their indexes into shortened (*n_short). */
@@ -649,12 +827,7 @@ static int s_rotate_kind(const s_args_t *a, keyfile_t *kf, keyfile_t *in, s_kind
                 a->agency, s_kinds[kind].max, s_kinds[kind].what, a->registry, a->agency);
         return CLI_EXIT_REFUSED;
     }
-    for (int k = 0; k < nv; k++) {
-        if (s_view_status(&v[k], now) == KEYFILE_VALID && *v[k].not_after > cutoff) {
-            *v[k].not_after = cutoff;
-            shortened[(*n_short)++] = k;
-        }
-    }
+    s_shorten(v, nv, now, cutoff, shortened, n_short);
     if (kind == S_CURVE)
         kf->keys[kf->n_keys++] = in->keys[0];
     else
@@ -662,12 +835,58 @@ static int s_rotate_kind(const s_args_t *a, keyfile_t *kf, keyfile_t *in, s_kind
     return -1;
 }
 
+/* rotate --hub: add the hub's next signing key, and give the valid ones an
+ * overlap. */
+static int s_hub_rotate(const s_args_t *a)
+{
+    int rc;
+    keyfile_t in;
+    if ((rc = s_hub_args(a)) != -1 || (rc = s_read_new_keys(a, &in)) != -1 || (rc = s_lock(a)) != -1 ||
+        (rc = s_keys_in_use(a, &in)) != -1)
+        return rc;
+    keyfile_hub_t *hub = malloc(sizeof *hub);
+    if (!hub) {
+        cli_err("registry rotate: out of memory");
+        return CLI_EXIT_INTERNAL;
+    }
+    if ((rc = s_read_hub(a, hub)) != -1)
+        goto done;
+    rc = CLI_EXIT_REFUSED;
+    for (int i = 0; i < hub->n_sign; i++) {
+        if (memcmp(hub->sign[i].pub, in.sign[0].pub, KEYFILE_SIGN_LEN) == 0) {
+            cli_err("registry rotate: the key of %s is listed already as a hub signing key", a->sign_key_file);
+            goto done;
+        }
+    }
+    if (hub->n_sign == KEYFILE_MAX_HUB_SIGN) {
+        cli_err("registry rotate: the hub lists %d signing keys already, the most a list may hold", hub->n_sign);
+        goto done;
+    }
+    s_view_t v[KEYFILE_MAX_HUB_SIGN];
+    int shortened[KEYFILE_MAX_HUB_SIGN], n_short;
+    int64_t now = (int64_t)time(NULL);
+    int nv = s_sign_views(hub->sign, hub->n_sign, v);
+    s_shorten(v, nv, now, now + (int64_t)a->overlap_days * S_DAY, shortened, &n_short);
+    hub->sign[hub->n_sign++] = in.sign[0];
+    if ((rc = s_write_hub(a, hub, false)) != -1)
+        goto done;
+    nv = s_sign_views(hub->sign, hub->n_sign, v);
+    s_print_rotated("the hub", S_HUB, v, nv, shortened, n_short, a->overlap_days);
+    printf(S_HUB_REMINDER);
+    rc = CLI_EXIT_OK;
+done:
+    free(hub);
+    return rc;
+}
+
 static int s_rotate(int argc, char **argv)
 {
-    static const int allowed[] = {S_OPT_AGENCY, S_OPT_KEY_FILE, S_OPT_SIGN_KEY_FILE, S_OPT_NOT_AFTER,
-                                  S_OPT_OVERLAP, 0};
+    static const int allowed[] = {S_OPT_AGENCY,  S_OPT_KEY_FILE, S_OPT_SIGN_KEY_FILE, S_OPT_NOT_AFTER,
+                                  S_OPT_OVERLAP, S_OPT_HUB,      0};
     s_args_t a;
     int rc = s_parse(argc, argv, allowed, &a);
+    if (rc == -1 && a.hub)
+        return s_hub_rotate(&a);
     if (rc == -1)
         rc = s_require(&a, a.agency, "--agency");
     if (rc == -1 && !a.key_file)
@@ -688,21 +907,14 @@ static int s_rotate(int argc, char **argv)
             return rc;
     if ((rc = s_write_entry(&a, &kf, false)) != -1)
         return rc;
+    char who[96];
+    snprintf(who, sizeof who, "agency %s", a.agency);
     for (s_kind_t kind = S_CURVE; kind <= S_SIGN; kind++) {
         if (!given[kind])
             continue;
         s_view_t v[KEYFILE_MAX_KEYS];
         int nv = s_views(&kf, kind, v);
-        char until[64];
-        s_until(*v[nv - 1].not_after, until, sizeof until);
-        printf("rotated agency %s: added %s %.*s, valid %s\n", a.agency, s_kinds[kind].what, s_kinds[kind].shown,
-               v[nv - 1].id, until);
-        for (int i = 0; i < n_short[kind]; i++) {
-            const s_view_t *old = &v[shortened[kind][i]];
-            s_until(*old->not_after, until, sizeof until);
-            printf("old %s %.*s stays valid %s (overlap of %llu days), then expires\n", s_kinds[kind].what,
-                   s_kinds[kind].shown, old->id, until, (unsigned long long)a.overlap_days);
-        }
+        s_print_rotated(who, kind, v, nv, shortened[kind], n_short[kind], a.overlap_days);
     }
     printf("Switch the agency's adapters to the new key before the overlap ends.\n" S_REMINDER);
     return CLI_EXIT_OK;
@@ -710,28 +922,15 @@ static int s_rotate(int argc, char **argv)
 
 /* ---- revoke ------------------------------------------------------------------------ */
 
-static int s_revoke(int argc, char **argv)
+/* Revoke, among v (nv keys of kind, of who), the one prefix matches, or all
+ * when prefix is NULL, from now; their indexes into revoked (*n_rev).
+ * Returns -1 to go on and write, else an exit code (after printing: no
+ * match, or nothing left to revoke). */
+static int s_revoke_views(const s_args_t *a, const char *who, s_kind_t kind, const char *prefix, s_view_t *v,
+                          int nv, int64_t now, int *revoked, int *n_rev)
 {
-    static const int allowed[] = {S_OPT_AGENCY, S_OPT_KEY, S_OPT_ALL, S_OPT_SIGN_KEY, S_OPT_ALL_SIGN, S_OPT_REASON, 0};
-    s_args_t a;
-    int rc = s_parse(argc, argv, allowed, &a);
-    if (rc == -1)
-        rc = s_require(&a, a.agency, "--agency");
-    if (rc != -1)
-        return rc;
-    if ((a.key_prefix != NULL) + a.all + (a.sign_prefix != NULL) + a.all_sign != 1) {
-        cli_err("registry revoke: give exactly one of --key PREFIX, --all, --sign-key PREFIX and --all-sign");
-        return CLI_EXIT_USAGE;
-    }
-    s_kind_t kind = a.key_prefix || a.all ? S_CURVE : S_SIGN;
-    const char *prefix = kind == S_CURVE ? a.key_prefix : a.sign_prefix;
     const char *what = s_kinds[kind].what;
     int shown = s_kinds[kind].shown;
-    keyfile_t kf;
-    if ((rc = s_lock(&a)) != -1 || (rc = s_read_entry(&a, &kf)) != -1)
-        return rc;
-    s_view_t v[KEYFILE_MAX_KEYS];
-    int nv = s_views(&kf, kind, v);
     int match = -1, n_match = 0;
     for (int k = 0; prefix && k < nv; k++) {
         if (strncmp(v[k].id, prefix, strlen(prefix)) == 0) {
@@ -742,52 +941,97 @@ static int s_revoke(int argc, char **argv)
     if (prefix && n_match != 1) {
         cli_err(n_match ? "registry revoke: %d %ss of %s start with %s; give more characters"
                         : "registry revoke: %d %ss of %s start with %s (see civibus registry list)",
-                n_match, what, a.agency, prefix);
+                n_match, what, who, prefix);
         return CLI_EXIT_REFUSED;
     }
-    int64_t now = (int64_t)time(NULL);
-    char at[KEYFILE_TIME_LEN];
-    keyfile_time_format(now, at, sizeof at);
-    int revoked[KEYFILE_MAX_KEYS], n_rev = 0;
+    *n_rev = 0;
     for (int k = 0; k < nv; k++) {
         if ((prefix && k != match) || *v[k].revoked_at != KEYFILE_FOREVER)
             continue;
         *v[k].revoked_at = now;
-        snprintf(v[k].reason, KEYFILE_REASON_MAX + 1, "%s", a.reason ? a.reason : "");
-        revoked[n_rev++] = k;
+        snprintf(v[k].reason, KEYFILE_REASON_MAX + 1, "%s", a->reason ? a->reason : "");
+        revoked[(*n_rev)++] = k;
     }
-    if (n_rev == 0) {
-        if (prefix) {
-            char when[KEYFILE_TIME_LEN];
-            keyfile_time_format(*v[match].revoked_at, when, sizeof when);
-            printf("%s %.*s of %s was revoked already, at %s; nothing changed\n", what, shown, v[match].id,
-                   a.agency, when);
-        } else {
-            printf("every %s of %s is revoked already; nothing changed\n", what, a.agency);
-        }
-        return CLI_EXIT_OK;
+    if (*n_rev)
+        return -1;
+    if (prefix) {
+        char when[KEYFILE_TIME_LEN];
+        keyfile_time_format(*v[match].revoked_at, when, sizeof when);
+        printf("%s %.*s of %s was revoked already, at %s; nothing changed\n", what, shown, v[match].id, who, when);
+    } else {
+        printf("every %s of %s is revoked already; nothing changed\n", what, who);
     }
-    if ((rc = s_write_entry(&a, &kf, false)) != -1)
+    return CLI_EXIT_OK;
+}
+
+static int s_revoke(int argc, char **argv)
+{
+    static const int allowed[] = {S_OPT_AGENCY,   S_OPT_KEY,    S_OPT_ALL, S_OPT_SIGN_KEY,
+                                  S_OPT_ALL_SIGN, S_OPT_REASON, S_OPT_HUB, 0};
+    s_args_t a;
+    int rc = s_parse(argc, argv, allowed, &a);
+    if (rc == -1 && !a.hub)
+        rc = s_require(&a, a.agency, "--agency");
+    if (rc != -1)
         return rc;
+    if (a.hub && (a.agency || a.key_prefix || a.all)) {
+        cli_err("registry revoke --hub: give --sign-key PREFIX or --all-sign (the hub's signing keys)");
+        return CLI_EXIT_USAGE;
+    }
+    if ((a.key_prefix != NULL) + a.all + (a.sign_prefix != NULL) + a.all_sign != 1) {
+        cli_err("registry revoke: give exactly one of --key PREFIX, --all, --sign-key PREFIX and --all-sign");
+        return CLI_EXIT_USAGE;
+    }
+    s_kind_t kind = a.hub ? S_HUB : a.key_prefix || a.all ? S_CURVE : S_SIGN;
+    const char *prefix = kind == S_CURVE ? a.key_prefix : a.sign_prefix;
+    const char *what = s_kinds[kind].what;
+    int shown = s_kinds[kind].shown;
+    char who[96];
+    snprintf(who, sizeof who, "%s", a.hub ? "the hub" : a.agency);
+    keyfile_t kf;
+    keyfile_hub_t *hub = malloc(sizeof *hub);
+    if (!hub) {
+        cli_err("registry revoke: out of memory");
+        return CLI_EXIT_INTERNAL;
+    }
+    if ((rc = s_lock(&a)) != -1 || (rc = a.hub ? s_read_hub(&a, hub) : s_read_entry(&a, &kf)) != -1)
+        goto done;
+    s_view_t v[KEYFILE_MAX_HUB_SIGN];
+    int nv = a.hub ? s_sign_views(hub->sign, hub->n_sign, v) : s_views(&kf, kind, v);
+    int64_t now = (int64_t)time(NULL);
+    char at[KEYFILE_TIME_LEN];
+    keyfile_time_format(now, at, sizeof at);
+    int revoked[KEYFILE_MAX_HUB_SIGN], n_rev = 0;
+    if ((rc = s_revoke_views(&a, who, kind, prefix, v, nv, now, revoked, &n_rev)) != -1)
+        goto done;
+    if ((rc = a.hub ? s_write_hub(&a, hub, false) : s_write_entry(&a, &kf, false)) != -1)
+        goto done;
     for (int i = 0; i < n_rev; i++)
-        printf("revoked %s %.*s of %s at %s%s%s%s\n", what, shown, v[revoked[i]].id, a.agency, at,
-               a.reason ? " (" : "", a.reason ? a.reason : "", a.reason ? ")" : "");
+        printf("revoked %s %.*s of %s at %s%s%s%s\n", what, shown, v[revoked[i]].id, who, at, a.reason ? " (" : "",
+               a.reason ? a.reason : "", a.reason ? ")" : "");
     int valid = 0;
     for (int k = 0; k < nv; k++)
         valid += s_view_status(&v[k], now) == KEYFILE_VALID;
     if (valid == 0)
-        printf(kind == S_CURVE
-                   ? "%s has no valid key left: it cannot connect until a new key is added (registry rotate)\n"
-                   : "%s has no valid signing key left: its signed events are refused until a new one is added "
-                     "(registry rotate --sign-key-file)\n",
-               a.agency);
+        printf(kind == S_CURVE  ? "%s has no valid key left: it cannot connect until a new key is added "
+                                  "(registry rotate)\n"
+               : kind == S_SIGN ? "%s has no valid signing key left: its signed events are refused until a new "
+                                  "one is added (registry rotate --sign-key-file)\n"
+                                : "%s has no valid signing key left: its checkpoints are refused by verifiers until "
+                                  "a new one is added (registry rotate --hub)\n",
+               who);
     if (kind == S_CURVE)
         printf("After the SIGHUP, new connections with a revoked key are refused at the handshake and live ones\n"
                "at their next message.\n" S_REMINDER);
+    else if (kind == S_SIGN)
+        printf("After the SIGHUP, events signed with the revoked signing key are refused.\n" S_REMINDER);
     else
-        printf("After the SIGHUP, events signed with the revoked signing key are refused.\n"
-               S_REMINDER);
-    return CLI_EXIT_OK;
+        printf("Checkpoints signed with the revoked key from now on no longer verify; earlier ones still do.\n"
+               S_HUB_REMINDER);
+    rc = CLI_EXIT_OK;
+done:
+    free(hub);
+    return rc;
 }
 
 int cmd_registry(int argc, char **argv)

@@ -9,7 +9,8 @@
  * at a time. Use one client per thread; clients are independent.
  *
  * Ownership: functions that return a new object (civ_client_new,
- * civ_next, civ_replay_open, civ_status, civ_dead_letters_*) hand it to the caller, who frees it
+ * civ_next, civ_replay_open, civ_status, civ_dead_letters_*, civ_verifier_new,
+ * civ_hub_keys_new) hand it to the caller, who frees it
  * with the matching _destroy; every _destroy accepts NULL and nulls the
  * caller's pointer. Pointers passed in are borrowed for the call only.
  *
@@ -340,6 +341,43 @@ void civ_verifier_destroy(civ_verifier_t **self_p);
  * Returns as civ_event_verify, and CIV_E_UNKNOWN_KEY also for a key that
  * was not valid then. why (may be NULL) gets a one-line reason. */
 int civ_verifier_check(const civ_verifier_t *self, const civ_delivery_t *d, char *why, size_t why_len);
+
+/* ---- the hub's signed checkpoints (docs/LOG.md) -------------------------- */
+
+/* A checkpoint: the hub's Ed25519 signature over the chain hash of its log at
+ * seq. Kept outside the hub (a witness file, `civibus checkpoint fetch`), it
+ * later shows whether the log was cut back or rewritten before seq
+ * (`civibus verify --witness`). */
+typedef struct {
+    uint64_t seq;          /* the last log entry it covers */
+    int64_t time_us;       /* when the hub signed it, µs since the Unix epoch */
+    uint8_t chain[32];     /* the chain hash of entry seq (civ_delivery_t.chain) */
+    uint8_t key_id[8];     /* id of the hub signing key that signed it */
+    uint8_t signature[64]; /* Ed25519 */
+    uint64_t last_seq;     /* the log's last sequence number when asked (>= seq) */
+} civ_checkpoint_t;
+
+/* Ask the hub for its latest signed checkpoint (any admitted agency may).
+ * CIV_OK; CIV_E_UNAVAILABLE when it has none (a hub without a signing key,
+ * or an empty log: civ_client_error says which); CIV_E_PROTOCOL when the
+ * reply's fields have the wrong lengths; else as civ_ping. The checkpoint
+ * is not verified here: see civ_checkpoint_verify. */
+int civ_client_checkpoint(civ_client_t *self, civ_checkpoint_t *out);
+
+/* The hub's signing public keys with their validity, loaded once. */
+typedef struct civ_hub_keys civ_hub_keys_t;
+/* Load them from path: the registry's hub-sign.pub (a list of keys with
+ * not-after and revocations, certs/README.md) or a single PEM public key
+ * (hub-sign.pub as civibus keygen --hub writes it, valid for ever). NULL on
+ * error, with *err filled when not NULL. */
+civ_hub_keys_t *civ_hub_keys_new(const char *path, civ_error_t *err);
+void civ_hub_keys_destroy(civ_hub_keys_t **self_p);
+/* Check cp's signature: made by a key of keys that was valid at
+ * cp->time_us (listed, not revoked or expired by then). CIV_OK;
+ * CIV_E_UNKNOWN_KEY (no such key, or not valid then); CIV_E_BAD_SIGNATURE;
+ * CIV_E_INVALID for NULL arguments; CIV_E_INTERNAL when OpenSSL failed. why
+ * (may be NULL) gets a one-line reason. */
+int civ_checkpoint_verify(const civ_hub_keys_t *keys, const civ_checkpoint_t *cp, char *why, size_t why_len);
 
 /* Round trip to the hub. Fills the hub's last sequence number (may be NULL). */
 int civ_ping(civ_client_t *self, uint64_t *last_seq);

@@ -297,6 +297,7 @@ static void s_dispatch(civ_client_t *self, codec_hub_msg_t **msg_p)
     case CIVIBUS__V1__HUB_MESSAGE__BODY_REPLAY_REPLY: sdk_replay_on_reply(self, msg_p); break;
     case CIVIBUS__V1__HUB_MESSAGE__BODY_PONG: sdk_status_on_pong(self, msg->pong); break;
     case CIVIBUS__V1__HUB_MESSAGE__BODY_STATUS_REPLY: sdk_status_on_reply(self, msg_p); break;
+    case CIVIBUS__V1__HUB_MESSAGE__BODY_CHECKPOINT_REPLY: sdk_status_on_checkpoint(self, msg_p); break;
     case CIVIBUS__V1__HUB_MESSAGE__BODY_ERROR: s_dispatch_error(self, msg->error); break;
     case CIVIBUS__V1__HUB_MESSAGE__BODY_DEAD_LETTERS_REPLY: sdk_dl_on_reply(self, msg_p); break;
     default: sdk_error_set(&self->err, CIV_E_PROTOCOL, "hub message without a body ignored"); break;
@@ -372,7 +373,10 @@ void sdk_link_check(civ_client_t *self)
             self->link_epoch++;
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
             self->auth_refused = true;
-            sdk_error_set(&self->err, CIV_E_NOT_AUTHORISED, "the hub refused this agency's key");
+            /* ZAP gives no reason: 400 for every refusal (docs/PROTOCOL.md §2.3, §2.9). */
+            sdk_error_set(&self->err, CIV_E_NOT_AUTHORISED,
+                          "the hub refused the handshake: this agency's key is not valid, or the agency holds "
+                          "its maximum of connections");
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
             sdk_error_set(&self->err, CIV_E_TRANSPORT, "handshake with the hub failed (wrong hub key?)");
         }

@@ -15,8 +15,9 @@
  *   subscribe.c  sdk_subs_t: subscriptions, the queue of received deliveries,
  *                credit, acks, re-subscribing after a reconnect or hub restart
  *   replay.c     civ_replay_t: reading the log with two requests in flight
- *   status.c     ping and status round trips (sdk_status_t)
+ *   status.c     ping, status and checkpoint round trips (sdk_status_t)
  *   deadletters.c  list, redrive and drop of dead letters (sdk_dl_t)
+ *   verify.c     consumer-side checks: event signatures, hub checkpoints
  *
  * Invariants: no global state; a client and all it owns belong to one thread.
  * Every wait is bounded by a deadline from codec_mono_ms(). Decoded hub
@@ -184,6 +185,10 @@ typedef struct {
     bool status_done;
     codec_hub_msg_t *status_reply;
     int status_error;
+    uint64_t checkpoint_id; /* outstanding civ_client_checkpoint, 0 when none */
+    bool checkpoint_done;
+    codec_hub_msg_t *checkpoint_reply;
+    int checkpoint_error;
 } sdk_status_t;
 
 /* ---- deadletters.c ------------------------------------------------------ */
@@ -284,6 +289,7 @@ void sdk_replay_detach_all(civ_client_t *self);
 void sdk_status_free(sdk_status_t *st);
 void sdk_status_on_pong(civ_client_t *self, const Civibus__V1__Pong *pong);
 void sdk_status_on_reply(civ_client_t *self, codec_hub_msg_t **msg_p);
+void sdk_status_on_checkpoint(civ_client_t *self, codec_hub_msg_t **msg_p);
 bool sdk_status_on_error(civ_client_t *self, const Civibus__V1__Error *error);
 /* Send a keep-alive ping whose answer nobody waits for. */
 int sdk_status_ping(civ_client_t *self);

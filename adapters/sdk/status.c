@@ -1,7 +1,8 @@
-/* status - round trips that ask the hub about itself: ping and status.
+/* status - round trips that ask the hub about itself: ping, status and its
+ * latest signed checkpoint.
  *
- * One ping and one status request can be awaited at a time (the client
- * belongs to one thread). Their requests are re-sent with the same request_id
+ * One request of each kind can be awaited at a time (the client belongs to
+ * one thread). Their requests are re-sent with the same request_id
  * every retry_ms until answered or timed out. Every pong, awaited or not (the
  * keep-alive pings of subscribe.c), tells the subscriptions the hub's
  * current instance.
@@ -15,6 +16,7 @@
 void sdk_status_free(sdk_status_t *st)
 {
     codec_hub_free(&st->status_reply);
+    codec_hub_free(&st->checkpoint_reply);
     memset(st, 0, sizeof *st);
 }
 
@@ -35,6 +37,16 @@ static int s_send_status(civ_client_t *self, uint64_t request_id)
     Civibus__V1__ClientMessage msg = CIVIBUS__V1__CLIENT_MESSAGE__INIT;
     msg.body_case = CIVIBUS__V1__CLIENT_MESSAGE__BODY_STATUS;
     msg.status = &req;
+    return sdk_send(self, &msg);
+}
+
+static int s_send_checkpoint(civ_client_t *self, uint64_t request_id)
+{
+    Civibus__V1__CheckpointRequest req = CIVIBUS__V1__CHECKPOINT_REQUEST__INIT;
+    req.request_id = request_id;
+    Civibus__V1__ClientMessage msg = CIVIBUS__V1__CLIENT_MESSAGE__INIT;
+    msg.body_case = CIVIBUS__V1__CLIENT_MESSAGE__BODY_CHECKPOINT;
+    msg.checkpoint = &req;
     return sdk_send(self, &msg);
 }
 
@@ -78,6 +90,16 @@ void sdk_status_on_reply(civ_client_t *self, codec_hub_msg_t **msg_p)
     st->status_done = true;
 }
 
+void sdk_status_on_checkpoint(civ_client_t *self, codec_hub_msg_t **msg_p)
+{
+    sdk_status_t *st = &self->status;
+    if (!st->checkpoint_id || (*msg_p)->checkpoint_reply->request_id != st->checkpoint_id || st->checkpoint_reply)
+        return;
+    st->checkpoint_reply = *msg_p;
+    *msg_p = NULL;
+    st->checkpoint_done = true;
+}
+
 bool sdk_status_on_error(civ_client_t *self, const Civibus__V1__Error *error)
 {
     sdk_status_t *st = &self->status;
@@ -89,6 +111,8 @@ bool sdk_status_on_error(civ_client_t *self, const Civibus__V1__Error *error)
         slot = &st->ping_error;
     else if (st->status_id && error->request_id == st->status_id)
         slot = &st->status_error;
+    else if (st->checkpoint_id && error->request_id == st->checkpoint_id)
+        slot = &st->checkpoint_error;
     if (!slot)
         return false;
     *slot = code;
@@ -169,4 +193,36 @@ void civ_status_destroy(civ_status_t **self_p)
         free(*self_p);
         *self_p = NULL;
     }
+}
+
+static int s_checkpoint_fill(civ_client_t *self, const Civibus__V1__CheckpointReply *r, civ_checkpoint_t *out)
+{
+    if (r->chain.len != sizeof out->chain || r->key_id.len != sizeof out->key_id ||
+        r->signature.len != sizeof out->signature || r->seq == 0)
+        return sdk_error_set(&self->err, CIV_E_PROTOCOL, "the hub's checkpoint has fields of the wrong length");
+    out->seq = r->seq;
+    out->time_us = r->time;
+    memcpy(out->chain, r->chain.data, sizeof out->chain);
+    memcpy(out->key_id, r->key_id.data, sizeof out->key_id);
+    memcpy(out->signature, r->signature.data, sizeof out->signature);
+    out->last_seq = r->last_seq;
+    return CIV_OK;
+}
+
+int civ_client_checkpoint(civ_client_t *self, civ_checkpoint_t *out)
+{
+    if (!self || !out)
+        return CIV_E_INVALID;
+    memset(out, 0, sizeof *out);
+    sdk_status_t *st = &self->status;
+    codec_hub_free(&st->checkpoint_reply);
+    st->checkpoint_id = sdk_request_id(self);
+    st->checkpoint_error = CIV_OK;
+    st->checkpoint_done = false;
+    int rc = sdk_round_trip(self, s_send_checkpoint, st->checkpoint_id, &st->checkpoint_done, &st->checkpoint_error);
+    st->checkpoint_id = 0;
+    if (rc == CIV_OK)
+        rc = s_checkpoint_fill(self, st->checkpoint_reply->checkpoint_reply, out);
+    codec_hub_free(&st->checkpoint_reply);
+    return rc;
 }

@@ -1,5 +1,6 @@
-/* verify - end-to-end checks of signed events: civ_event_verify and
- * civ_verifier_t (docs/SIGNING.md).
+/* verify - end-to-end checks of signed events (civ_event_verify and
+ * civ_verifier_t, docs/SIGNING.md) and of the hub's signed checkpoints
+ * (civ_hub_keys_t, civ_checkpoint_verify, docs/LOG.md).
  *
  * A subscriber trusts the agency registry, not the hub: it recomputes each
  * event's batch root from the delivered bytes and checks the source
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "keyfile.h"
+#include "logfile.h"
 #include "sdk.h"
 
 typedef struct {
@@ -174,4 +176,57 @@ int civ_verifier_check(const civ_verifier_t *self, const civ_delivery_t *d, char
     }
     codec_event_free(&ev);
     return rc;
+}
+
+struct civ_hub_keys {
+    keyfile_hub_t keys;
+};
+
+civ_hub_keys_t *civ_hub_keys_new(const char *path, civ_error_t *err)
+{
+    if (err)
+        memset(err, 0, sizeof *err);
+    if (!path) {
+        sdk_error_set(err, CIV_E_INVALID, "a key file is required");
+        return NULL;
+    }
+    civ_hub_keys_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        sdk_error_set(err, CIV_E_NOMEM, "no memory for the hub's keys");
+        return NULL;
+    }
+    char why[512];
+    if (keyfile_read_hub_sign(path, &self->keys, why, sizeof why) != KEYFILE_OK) {
+        sdk_error_set(err, CIV_E_KEY, "%s", why);
+        civ_hub_keys_destroy(&self);
+    }
+    return self;
+}
+
+void civ_hub_keys_destroy(civ_hub_keys_t **self_p)
+{
+    if (self_p && *self_p) {
+        free(*self_p);
+        *self_p = NULL;
+    }
+}
+
+int civ_checkpoint_verify(const civ_hub_keys_t *keys, const civ_checkpoint_t *cp, char *why, size_t why_len)
+{
+    if (why && why_len)
+        why[0] = '\0';
+    if (!keys || !cp)
+        return CIV_E_INVALID;
+    logfile_checkpoint_t lc = {.seq = cp->seq, .time = cp->time_us};
+    memcpy(lc.chain, cp->chain, sizeof lc.chain);
+    memcpy(lc.key_id, cp->key_id, sizeof lc.key_id);
+    memcpy(lc.sig, cp->signature, sizeof lc.sig);
+    char reason[256];
+    int rc = logfile_checkpoint_check(&lc, &keys->keys, reason, sizeof reason);
+    if (rc != LOGFILE_OK)
+        S_WHY("%s", reason);
+    return rc == LOGFILE_OK            ? CIV_OK
+           : rc == LOGFILE_UNKNOWN_KEY ? CIV_E_UNKNOWN_KEY
+           : rc == LOGFILE_TAMPERED    ? CIV_E_BAD_SIGNATURE
+                                       : CIV_E_INTERNAL;
 }

@@ -1,4 +1,5 @@
-/* fuzz_keyfile - the key file and registry entry parser. */
+/* fuzz_keyfile - the key file and registry entry parser, and the reader of
+ * the hub's signing key list (a list, or a PEM key). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         keyfile_t kf;
         char err[512];
         keyfile_read(path, &kf, err, sizeof err);
+        static keyfile_hub_t hub;
+        keyfile_read_hub_sign(path, &hub, err, sizeof err);
     }
     close(fd);
     unlink(path);

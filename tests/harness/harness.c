@@ -347,6 +347,11 @@ const char *harness_endpoint(const harness_t *self)
     return self->endpoint;
 }
 
+const char *harness_registry(const harness_t *self)
+{
+    return self->registry;
+}
+
 const char *harness_http(const harness_t *self)
 {
     return self->http;

@@ -63,6 +63,8 @@ int harness_http_get(const harness_t *self, const char *path, long *status, char
 
 const char *harness_dir(const harness_t *self);
 const char *harness_data_dir(const harness_t *self);
+/* The hub's agency registry folder. */
+const char *harness_registry(const harness_t *self);
 const char *harness_endpoint(const harness_t *self);
 const char *harness_hub_pub(const harness_t *self);
 /* The hub's signing public key (PEM), for civibus verify --hub-key; the hub

@@ -35,7 +35,7 @@
 #include "keyfile.h"
 
 #define IT_MAX_CLIENTS 16
-#define IT_MAX_RAW 4
+#define IT_MAX_RAW 8
 
 /* ---- time ------------------------------------------------------------------ */
 
@@ -79,6 +79,7 @@ static inline double it_prom_sample(const char *text, const char *series)
 typedef struct {
     void *ctx;
     void *sock;
+    void *mon; /* PAIR receiving the socket's handshake events */
 } it_raw_t;
 
 static inline void it_raw_close(it_raw_t **self_p)
@@ -86,6 +87,10 @@ static inline void it_raw_close(it_raw_t **self_p)
     it_raw_t *self = self_p ? *self_p : NULL;
     if (!self)
         return;
+    if (self->mon) {
+        zmq_socket_monitor(self->sock, NULL, 0);
+        zmq_close(self->mon);
+    }
     if (self->sock)
         zmq_close(self->sock);
     if (self->ctx)
@@ -117,7 +122,16 @@ static inline it_raw_t *it_raw_new_opts(harness_t *h, const char *agency, int rc
         zmq_setsockopt(self->sock, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
     if (self->sock && rcvbuf)
         zmq_setsockopt(self->sock, ZMQ_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    if (!self->sock || zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+    if (self->sock &&
+        zmq_socket_monitor(self->sock, "inproc://it-raw-monitor",
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
+        self->mon = zmq_socket(self->ctx, ZMQ_PAIR);
+        if (self->mon && zmq_connect(self->mon, "inproc://it-raw-monitor") != 0) {
+            zmq_close(self->mon);
+            self->mon = NULL;
+        }
+    }
+    if (!self->sock || !self->mon || zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_setsockopt(self->sock, ZMQ_CURVE_SERVERKEY, hub.curve[0], KEYFILE_Z85_LEN + 1) != 0 ||
         zmq_setsockopt(self->sock, ZMQ_CURVE_PUBLICKEY, mine.curve[0], KEYFILE_Z85_LEN + 1) != 0 ||
         zmq_setsockopt(self->sock, ZMQ_CURVE_SECRETKEY, mine.curve_secret, KEYFILE_Z85_LEN + 1) != 0 ||
@@ -132,6 +146,40 @@ static inline it_raw_t *it_raw_new_opts(harness_t *h, const char *agency, int rc
 static inline it_raw_t *it_raw_new(harness_t *h, const char *agency)
 {
     return it_raw_new_opts(h, agency, 0, 0);
+}
+
+/* Wait up to timeout_ms for the outcome of the raw socket's (next)
+ * handshake: 1 when it succeeded, -1 when the hub refused it (ZAP), 0 when
+ * neither happened in time. */
+static inline int it_raw_handshake(it_raw_t *self, int timeout_ms)
+{
+    int64_t deadline = it_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - it_mono_ms();
+        zmq_pollitem_t item = {self->mon, 0, ZMQ_POLLIN, 0};
+        if (left <= 0 || zmq_poll(&item, 1, (long)left) <= 0)
+            return 0;
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, self->mon, 0) < 0) {
+            zmq_msg_close(&frame);
+            return 0;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&frame) >= 2)
+            memcpy(&event, zmq_msg_data(&frame), sizeof event);
+        while (zmq_msg_more(&frame)) { /* the endpoint frame */
+            zmq_msg_close(&frame);
+            zmq_msg_init(&frame);
+            if (zmq_msg_recv(&frame, self->mon, 0) < 0)
+                break;
+        }
+        zmq_msg_close(&frame);
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            return 1;
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            return -1;
+    }
 }
 
 /* Send bytes as one frame (more: as a non-final frame). 0 on success. */

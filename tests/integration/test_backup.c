@@ -160,8 +160,9 @@ static bool s_pub_done(const s_pub_t *p, int target)
 static pid_t s_backup_spawn(const char *data, const char *out, bool compact, const char *log)
 {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "exec '%s' backup --data '%s' --out '%s' %s >'%s' 2>&1", s_cli(), data, out,
-             compact ? "" : "--no-compact", log);
+    int n = snprintf(cmd, sizeof cmd, "exec '%s' backup --data '%s' --out '%s' %s >'%s' 2>&1", s_cli(), data, out,
+                     compact ? "" : "--no-compact", log);
+    assert_true(n > 0 && (size_t)n < sizeof cmd);
     char *argv[] = {"sh", "-c", cmd, NULL};
     pid_t pid;
     assert_int_equal(posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ), 0);
@@ -452,7 +453,7 @@ static void test_backup_refusals(void **state)
     assert_int_equal(harness_sh(out), 0);
     snprintf(other, sizeof other, "%s/restored", harness_dir(f->h));
     strcat(keys, "/hub-sign.pub");
-    s_expect_fail(1, "not by the given hub key", "'%s' restore --in '%s' --data '%s' --hub-key '%s'", outf, other,
+    s_expect_fail(1, "which is not a hub signing key", "'%s' restore --in '%s' --data '%s' --hub-key '%s'", outf, other,
                   keys);
     assert_int_equal(access(other, F_OK), -1);
 

@@ -30,12 +30,14 @@ rc=0
 "$CLI" keygen --agency tax --dir "$T/a3" >/dev/null
 "$CLI" keygen --agency other --dir "$T/b" >/dev/null
 
-# add records the signing key; list skips hub-sign.pub and shows it.
+# add records the signing key; list shows it, and the hub's signing key from
+# hub-sign.pub (not as an agency entry).
 "$CLI" registry add $R --agency tax --key-file "$T/a1/tax.pub" --sign-key-file "$T/a1/tax-sign.pub" >/dev/null
 [ "$(grep -c '^sign = ' "$T/reg/tax.pub")" = 1 ] || fail "add: no sign line: $(cat "$T/reg/tax.pub")"
 "$CLI" registry list $R >"$T/list"
 grep -q ' sign  *[0-9a-f]\{16\}  *valid' "$T/list" || fail "list: no valid signing key: $(cat "$T/list")"
-[ "$(grep -c . "$T/list")" = 3 ] || fail "list: not one header and two keys: $(cat "$T/list")"
+[ "$(grep -c . "$T/list")" = 4 ] || fail "list: not one header, two keys and the hub's: $(cat "$T/list")"
+grep -q '^(hub)  *-  *hub-sign  *[0-9a-f]\{16\}  *valid' "$T/list" || fail "list: no hub signing key: $(cat "$T/list")"
 id1=$(awk '$1 == "sign" { print $2 }' "$T/list")
 [ -n "$id1" ] || fail "list: no signing key id: $(cat "$T/list")"
 

@@ -1,5 +1,7 @@
 /* test_chain - the log's hash chain and signed checkpoints: hub/journal.c
- * writing them, hub/chain.c deciding when, proto/logfile.c verifying.
+ * writing them, hub/chain.c deciding when, proto/logfile.c verifying them
+ * against the hub's keys with their validity, and against witnessed
+ * checkpoints (witness lines).
  *
  * Each test gets a fresh mkdtemp directory. The journal is always closed
  * before logfile_open reads the same files: LMDB forbids one environment
@@ -89,18 +91,37 @@ static int s_last_chain(const journal_record_t *rec, void *arg)
     return 0;
 }
 
-/* Verify the closed log under f->dir from `from`; returns the logfile code. */
-static int s_verify(fixture_t *f, uint64_t from, logfile_report_t *rep)
+/* A list of one hub signing key, key, valid from revoked_at... to
+ * not_after (KEYFILE_FOREVER: no limit). */
+static void s_keys_of(keyfile_hub_t *keys, const crypto_key_t *key, int64_t not_after, int64_t revoked_at)
+{
+    memset(keys, 0, sizeof *keys);
+    crypto_key_public(key, keys->sign[0].pub);
+    keys->sign[0].not_after = not_after;
+    keys->sign[0].revoked_at = revoked_at;
+    keys->n_sign = 1;
+}
+
+/* Verify the closed log under f->dir from `from` against n witnessed
+ * checkpoints; returns the logfile code. */
+static int s_verify_witness(fixture_t *f, uint64_t from, const logfile_witness_t *w, size_t n, logfile_report_t *rep)
 {
     char err[512];
     logfile_t *lf = logfile_open(f->dir, err, sizeof err);
     if (!lf)
         fprintf(stderr, "logfile_open: %s\n", err);
     assert_non_null(lf);
-    int rc = logfile_verify(lf, f->key, from, rep);
+    keyfile_hub_t keys;
+    s_keys_of(&keys, f->key, KEYFILE_FOREVER, KEYFILE_FOREVER);
+    int rc = logfile_verify(lf, &keys, from, w, n, rep);
     logfile_destroy(&lf);
     assert_null(lf);
     return rc;
+}
+
+static int s_verify(fixture_t *f, uint64_t from, logfile_report_t *rep)
+{
+    return s_verify_witness(f, from, NULL, 0, rep);
 }
 
 static void test_chain_continues_across_reopen(void **state)
@@ -249,6 +270,153 @@ static void test_chain_module(void **state)
     assert_int_equal(rep.checkpoints, 3);
 }
 
+/* A checkpoint counts when a listed key, valid at the checkpoint's time,
+ * signed it. */
+static void test_checkpoint_keys(void **state)
+{
+    fixture_t *f = *state;
+    crypto_key_t *old = f->key, *next = crypto_key_generate(), *stranger = crypto_key_generate();
+    assert_non_null(next);
+    assert_non_null(stranger);
+    const int64_t t = 1800000000; /* seconds */
+    keyfile_hub_t keys;
+    memset(&keys, 0, sizeof keys);
+    crypto_key_public(old, keys.sign[0].pub);
+    keys.sign[0].not_after = t; /* rotated: valid until t */
+    keys.sign[0].revoked_at = KEYFILE_FOREVER;
+    crypto_key_public(next, keys.sign[1].pub);
+    keys.sign[1].not_after = KEYFILE_FOREVER;
+    keys.sign[1].revoked_at = t + 100; /* revoked later */
+    keys.n_sign = 2;
+    char why[256];
+    logfile_checkpoint_t cp = {.seq = 7, .time = (t - 1) * 1000000};
+    memset(cp.chain, 0x5a, sizeof cp.chain);
+    assert_int_equal(logfile_checkpoint_sign(&cp, old), CRYPTO_OK);
+    assert_int_equal(logfile_checkpoint_check(&cp, &keys, why, sizeof why), LOGFILE_OK);
+    cp.time = t * 1000000; /* at not-after: expired */
+    assert_int_equal(logfile_checkpoint_sign(&cp, old), CRYPTO_OK);
+    assert_int_equal(logfile_checkpoint_check(&cp, &keys, why, sizeof why), LOGFILE_UNKNOWN_KEY);
+    assert_non_null(strstr(why, "expired"));
+    assert_int_equal(logfile_checkpoint_sign(&cp, next), CRYPTO_OK);
+    assert_int_equal(logfile_checkpoint_check(&cp, &keys, why, sizeof why), LOGFILE_OK);
+    cp.time = (t + 100) * 1000000 + 5; /* in the second of the revocation */
+    assert_int_equal(logfile_checkpoint_sign(&cp, next), CRYPTO_OK);
+    assert_int_equal(logfile_checkpoint_check(&cp, &keys, why, sizeof why), LOGFILE_UNKNOWN_KEY);
+    assert_non_null(strstr(why, "revoked at"));
+    cp.time = (t + 99) * 1000000;
+    assert_int_equal(logfile_checkpoint_sign(&cp, stranger), CRYPTO_OK);
+    assert_int_equal(logfile_checkpoint_check(&cp, &keys, why, sizeof why), LOGFILE_UNKNOWN_KEY);
+    assert_non_null(strstr(why, "not a hub signing key"));
+    assert_int_equal(logfile_checkpoint_sign(&cp, next), CRYPTO_OK);
+    assert_int_equal(logfile_checkpoint_check(&cp, &keys, why, sizeof why), LOGFILE_OK);
+    cp.seq++; /* any signed field changed */
+    assert_int_equal(logfile_checkpoint_check(&cp, &keys, why, sizeof why), LOGFILE_TAMPERED);
+    assert_non_null(strstr(why, "does not verify"));
+    crypto_key_destroy(&next);
+    crypto_key_destroy(&stranger);
+}
+
+static void test_witness_lines(void **state)
+{
+    fixture_t *f = *state;
+    logfile_checkpoint_t cp = {.seq = 12345, .time = 1790000000123456}, back;
+    for (size_t i = 0; i < sizeof cp.chain; i++)
+        cp.chain[i] = (uint8_t)(i * 7);
+    assert_int_equal(logfile_checkpoint_sign(&cp, f->key), CRYPTO_OK);
+    char line[LOGFILE_WITNESS_LEN + 100], why[128];
+    logfile_witness_format(&cp, line);
+    assert_true(strlen(line) < LOGFILE_WITNESS_LEN - 1);
+    assert_int_equal(logfile_witness_parse(line, &back, why, sizeof why), LOGFILE_OK);
+    assert_memory_equal(&back, &cp, sizeof cp);
+    /* as the hub logs it, and as fetch appends it */
+    char logged[sizeof line + 80];
+    snprintf(logged, sizeof logged, "2026-01-02T03:04:05.678Z info chain %s\n", line);
+    assert_int_equal(logfile_witness_parse(logged, &back, why, sizeof why), LOGFILE_OK);
+    assert_memory_equal(&back, &cp, sizeof cp);
+    snprintf(logged, sizeof logged, "2026-01-02T03:04:05Z hub=tcp://127.0.0.1:7400 %s", line);
+    assert_int_equal(logfile_witness_parse(logged, &back, why, sizeof why), LOGFILE_OK);
+    /* other lines of a log */
+    assert_int_equal(logfile_witness_parse("", &back, why, sizeof why), LOGFILE_NOT_WITNESS);
+    assert_int_equal(logfile_witness_parse("x info router event=listening seq=4", &back, why, sizeof why),
+                     LOGFILE_NOT_WITNESS);
+    assert_int_equal(logfile_witness_parse("x error chain event=checkpoint_failed seq=4", &back, why, sizeof why),
+                     LOGFILE_NOT_WITNESS);
+    /* broken checkpoint lines */
+    static const char *const bad[][2] = {
+        {"seq=12345 ", "seq=0 "},         {"seq=12345 ", "seq=12x45 "},  {"seq=12345 ", ""},
+        {"key_id=", "key_id=zz"},         {"chain=", "chain=0"},         {"sig=", "sig=A"},
+        {"time_us=", "time_us=1 time_us="}, {"seq=12345 ", "seq=99999999999999999999999 "},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char broken[sizeof line + 16];
+        const char *at = strstr(line, bad[i][0]);
+        assert_non_null(at);
+        snprintf(broken, sizeof broken, "%.*s%s%s", (int)(at - line), line, bad[i][1], at + strlen(bad[i][0]));
+        if (logfile_witness_parse(broken, &back, why, sizeof why) != LOGFILE_FORMAT)
+            fail_msg("accepted '%s'", broken);
+    }
+}
+
+/* Checkpoints kept outside: matched against the recomputed chain, and a log
+ * shorter than one of them is a truncation. */
+static void test_verify_witness(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *j = journal_new(&f->opts);
+    assert_non_null(j);
+    chain_t *c = chain_new(j, f->key_path, 4, 60000);
+    assert_non_null(c);
+    logfile_checkpoint_t last;
+    assert_int_equal(journal_checkpoint_last(j, &last), JOURNAL_NOTFOUND);
+    logfile_witness_t w[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(s_append(j, (uint64_t)(4 * i + 1), 4, 30), JOURNAL_OK);
+        assert_int_equal(chain_tick(c, 1), 0);
+        assert_int_equal(journal_checkpoint_last(j, &w[i].cp), JOURNAL_OK);
+        assert_int_equal(w[i].cp.seq, 4 * (i + 1));
+        w[i].line = i + 1;
+    }
+    assert_int_equal(s_append(j, 13, 2, 30), JOURNAL_OK); /* 13, 14: not checkpointed */
+    chain_destroy(&c);
+    journal_destroy(&j);
+
+    logfile_report_t rep;
+    logfile_witness_t shuffled[3] = {w[2], w[0], w[1]};
+    assert_int_equal(s_verify_witness(f, 0, shuffled, 3, &rep), LOGFILE_OK);
+    assert_int_equal(rep.witnessed, 3);
+    assert_int_equal(rep.last_witnessed, 12);
+    assert_int_equal(s_verify_witness(f, 6, shuffled, 3, &rep), LOGFILE_OK);
+    assert_int_equal(rep.witnessed, 2);
+    assert_int_equal(rep.witness_skipped, 1);
+
+    /* A witnessed checkpoint the log does not match. */
+    logfile_witness_t other = w[1];
+    other.cp.chain[0] ^= 1;
+    assert_int_equal(logfile_checkpoint_sign(&other.cp, f->key), CRYPTO_OK);
+    assert_int_equal(s_verify_witness(f, 0, &other, 1, &rep), LOGFILE_TAMPERED);
+    assert_int_equal(rep.bad_seq, 8);
+    assert_non_null(strstr(rep.problem, "witnessed checkpoint (line 2) differs"));
+    /* Witnessed beyond the end: the log was cut back. */
+    other = w[2];
+    other.cp.seq = 20;
+    other.line = 9;
+    assert_int_equal(logfile_checkpoint_sign(&other.cp, f->key), CRYPTO_OK);
+    assert_int_equal(s_verify_witness(f, 0, &other, 1, &rep), LOGFILE_TAMPERED);
+    assert_int_equal(rep.bad_seq, 15);
+    assert_non_null(strstr(rep.problem, "witnessed checkpoint (line 9) covers seq 20 (truncated)"));
+    /* A witness line the hub never signed counts for nothing. */
+    other.cp.sig[3] ^= 1;
+    assert_int_equal(s_verify_witness(f, 0, &other, 1, &rep), LOGFILE_TAMPERED);
+    assert_non_null(strstr(rep.problem, "witness line 9: checkpoint signature does not verify"));
+
+    /* The last checkpoint is known again after a restart. */
+    j = journal_new(&f->opts);
+    assert_non_null(j);
+    assert_int_equal(journal_checkpoint_last(j, &last), JOURNAL_OK);
+    assert_memory_equal(&last, &w[2].cp, sizeof last);
+    journal_destroy(&j);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR);
@@ -257,6 +425,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_batch_keeps_chain, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_put_get, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_chain_module, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_keys, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_witness_lines, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_witness, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

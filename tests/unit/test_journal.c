@@ -1146,25 +1146,37 @@ static void s_check_range(journal_t *j, uint64_t first, uint64_t last)
     assert_int_equal(rs.deleted_total, first - 1);
 }
 
-/* Sign a checkpoint of the journal's head with key and store it. */
-static void s_checkpoint(journal_t *j, const crypto_key_t *key)
+/* Sign a checkpoint of the journal's head with key and store it; returns it. */
+static logfile_checkpoint_t s_checkpoint(journal_t *j, const crypto_key_t *key)
 {
     logfile_checkpoint_t cp = {.seq = journal_last_seq(j), .time = s_now_us()};
     journal_chain_head(j, cp.chain);
     assert_int_equal(logfile_checkpoint_sign(&cp, key), CRYPTO_OK);
     assert_int_equal(journal_checkpoint_put(j, &cp), JOURNAL_OK);
+    return cp;
 }
 
-/* Run the offline verifier on dir (the journal must be closed). */
-static int s_verify(const char *dir, const crypto_key_t *key, uint64_t from, logfile_report_t *rep)
+/* Run the offline verifier on dir (the journal must be closed) with key as
+ * the hub's only signing key, and n witnessed checkpoints. */
+static int s_verify_witness(const char *dir, const crypto_key_t *key, uint64_t from, const logfile_witness_t *w,
+                            size_t n, logfile_report_t *rep)
 {
     char err[256];
     logfile_t *lf = logfile_open(dir, err, sizeof err);
     if (!lf)
         fail_msg("logfile_open: %s", err);
-    int rc = logfile_verify(lf, key, from, rep);
+    keyfile_hub_t keys = {.n_sign = 1};
+    crypto_key_public(key, keys.sign[0].pub);
+    keys.sign[0].not_after = KEYFILE_FOREVER;
+    keys.sign[0].revoked_at = KEYFILE_FOREVER;
+    int rc = logfile_verify(lf, &keys, from, w, n, rep);
     logfile_destroy(&lf);
     return rc;
+}
+
+static int s_verify(const char *dir, const crypto_key_t *key, uint64_t from, logfile_report_t *rep)
+{
+    return s_verify_witness(dir, key, from, NULL, 0, rep);
 }
 
 /* Read (put false) or replace (put true) the retention anchor with raw LMDB. */
@@ -1286,9 +1298,9 @@ static void test_retention_anchor_verifies(void **state)
     journal_t *j = journal_new(&f->opts);
     assert_non_null(j);
     s_append(j, 1, 50);
-    s_checkpoint(j, key);
+    logfile_witness_t w[2] = {{.cp = s_checkpoint(j, key), .line = 1}};
     s_append(j, 51, 50);
-    s_checkpoint(j, key);
+    w[1] = (logfile_witness_t){.cp = s_checkpoint(j, key), .line = 2};
     s_append(j, 101, 50);
     /* everything is due; only what the checkpoint at 100 covers goes */
     journal_retention_t rules = {.max_bytes = 1, .batch = 30, .covered_only = true};
@@ -1318,6 +1330,31 @@ static void test_retention_anchor_verifies(void **state)
     assert_int_equal(s_verify(f->dir, key, 120, &rep), LOGFILE_OK);
     assert_int_equal(rep.first_seq, 120);
     assert_int_equal(rep.checkpoints, 0);
+
+    /* Checkpoints kept outside: the one at 50 names an entry retention
+     * deleted and cannot be compared (counted, not failed); the one at the
+     * anchor's seq is compared with the anchor's chain hash. */
+    assert_int_equal(s_verify_witness(f->dir, key, 0, w, 2, &rep), LOGFILE_OK);
+    assert_int_equal(rep.witness_deleted, 1);
+    assert_int_equal(rep.witnessed, 1);
+    assert_int_equal(rep.last_witnessed, 100);
+    /* from 120 on: entry 100 is as gone as entry 50 */
+    assert_int_equal(s_verify_witness(f->dir, key, 120, w, 2, &rep), LOGFILE_OK);
+    assert_int_equal(rep.witness_deleted, 2);
+    assert_int_equal(rep.witnessed, 0);
+    logfile_witness_t other = w[1];
+    other.cp.chain[5] ^= 1;
+    assert_int_equal(logfile_checkpoint_sign(&other.cp, key), CRYPTO_OK);
+    assert_int_equal(s_verify_witness(f->dir, key, 0, &other, 1, &rep), LOGFILE_TAMPERED);
+    assert_int_equal(rep.bad_seq, 100);
+    assert_non_null(strstr(rep.problem, "witnessed checkpoint (line 2) differs"));
+    /* witnessed beyond the retained log's end: cut back */
+    other = w[1];
+    other.cp.seq = 151;
+    assert_int_equal(logfile_checkpoint_sign(&other.cp, key), CRYPTO_OK);
+    assert_int_equal(s_verify_witness(f->dir, key, 0, &other, 1, &rep), LOGFILE_TAMPERED);
+    assert_int_equal(rep.bad_seq, 151);
+    assert_non_null(strstr(rep.problem, "covers seq 151 (truncated)"));
 
     /* a forged anchor is caught by the checkpoint at its seq */
     uint8_t anchor[LOGFILE_ANCHOR_LEN], forged[LOGFILE_ANCHOR_LEN];

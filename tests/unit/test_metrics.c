@@ -1,13 +1,14 @@
 /* test_metrics - hub/metrics.c rendering /metrics and /api/status, and
- * hub/peers.c tracking connections, over a real journal, subscriptions and
+ * hub/peers.c tracking connections (hub/quota.c's ceilings on them), over a real journal, subscriptions and
  * registry in a temporary directory.
  *
  * What a running hub cannot easily show is checked here: label values that
  * need escaping (agency ids never do), cumulative histogram buckets, the
  * refusal ring keeping the newest 20, throughput steps against a clock the
- * test drives, readiness reasons, saved subscriptions with their lag, and
- * the peer table's reuse of descriptors. The rendered text must also pass
- * `promtool check metrics`.
+ * test drives, readiness reasons, saved subscriptions with their lag, the
+ * peer table's reuse of descriptors, and the per-agency ceilings of
+ * hub/quota.c over that table. The rendered text must also pass `promtool
+ * check metrics`.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +31,7 @@
 #include "keyfile.h"
 #include "metrics.h"
 #include "peers.h"
+#include "quota.h"
 #include "subs.h"
 
 typedef struct {
@@ -40,6 +42,7 @@ typedef struct {
     void *ctx;
     auth_t *auth;
     peers_t *peers;
+    const quota_t *quota; /* NULL unless a test sets one */
     metrics_t *metrics;
     config_t cfg;
     metrics_report_t report;
@@ -98,6 +101,7 @@ static void s_render(fixture_t *f, int64_t now_ms)
                              .subs = f->subs,
                              .auth = f->auth,
                              .peers = f->peers,
+                             .quota = f->quota,
                              .instance = "0123456789abcdef",
                              .started_at_us = 1790000000000000LL};
     metrics_report_free(&f->report);
@@ -339,20 +343,20 @@ static void test_peers(void **state)
     fixture_t *f = *state;
     peers_t *p = f->peers;
     wire_peer_t a = {.id = {0, 0, 0, 0, 1}, .len = 5}, b = {.id = {0, 0, 0, 0, 2}, .len = 5};
-    peers_seen(p, 7, &a, "tax-office"); /* not reported open: ignored */
+    assert_false(peers_seen(p, 7, &a, "tax-office", NULL)); /* not reported open: ignored */
     assert_int_equal(peers_open(p), 0);
     assert_int_equal(peers_count(p, "tax-office"), 0);
     peers_accepted(p, 7);
     peers_accepted(p, 300); /* grows the table */
     assert_int_equal(peers_open(p), 2);
-    peers_seen(p, 7, &a, "tax-office");
-    peers_seen(p, 7, &a, "tax-office");
+    assert_true(peers_seen(p, 7, &a, "tax-office", "k1"));
+    assert_true(peers_seen(p, 7, &a, "tax-office", "k1"));
     assert_int_equal(peers_count(p, "tax-office"), 1);
     /* The descriptor changed hands (a new routing id): relabelled. */
-    peers_seen(p, 7, &b, "agency-b");
+    assert_true(peers_seen(p, 7, &b, "agency-b", "k2"));
     assert_int_equal(peers_count(p, "tax-office"), 0);
     assert_int_equal(peers_count(p, "agency-b"), 1);
-    peers_seen(p, 300, &a, "agency-b");
+    peers_seen(p, 300, &a, "agency-b", "k2");
     assert_int_equal(peers_count(p, "agency-b"), 2);
     s_render(f, 1000);
     s_has_line(f->report.prometheus, "civibus_adapters_connected{agency=\"agency-b\"} 2");
@@ -369,6 +373,115 @@ static void test_peers(void **state)
     assert_int_equal(peers_count(p, "agency-b"), 0);
 }
 
+/* For quota: which agencies auth was told are full. */
+typedef struct {
+    char full[4][32];
+    size_t n;
+    const char *revoked; /* key no longer valid */
+} s_quota_seen_t;
+
+static void s_on_full(void *arg, const char *agency, bool full)
+{
+    s_quota_seen_t *q = arg;
+    if (full) {
+        assert_true(q->n < 4);
+        snprintf(q->full[q->n++], sizeof q->full[0], "%s", agency);
+        return;
+    }
+    for (size_t i = 0; i < q->n; i++) {
+        if (strcmp(q->full[i], agency) == 0) {
+            memcpy(q->full[i], q->full[--q->n], sizeof q->full[0]);
+            return;
+        }
+    }
+    fail_msg("%s freed but never full", agency);
+}
+
+static bool s_key_valid(void *arg, const char *agency, const char *key)
+{
+    (void)agency;
+    const s_quota_seen_t *q = arg;
+    return !q->revoked || strcmp(q->revoked, key) != 0;
+}
+
+/* The ceilings of hub/quota.h over the connections peers knows, and the
+ * refusals they count in civibus_quota_refused_total. */
+static void test_quota_ceilings(void **state)
+{
+    fixture_t *f = *state;
+    peers_t *p = f->peers;
+    s_quota_seen_t seen = {.n = 0};
+    quota_opts_t opts = {.connections_max = 2, .subscriptions_max = 3, .publish_rate = 5, .publish_bytes = 0};
+    quota_t *q = quota_new(&opts, p, s_on_full, s_key_valid, &seen);
+    assert_non_null(q);
+    char reason[256];
+    wire_peer_t r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = (wire_peer_t){.id = {0, 0, 0, 9, (uint8_t)i}, .len = 5};
+        peers_accepted(p, 10 + i);
+        assert_true(peers_seen(p, 10 + i, &r[i], "tax-office", i == 0 ? "stolen" : "good"));
+    }
+    /* A connection the monitor never reported cannot be counted. */
+    assert_int_equal(quota_connection(q, 99, "tax-office", reason, sizeof reason), QUOTA_OK);
+    assert_int_equal(quota_connection(q, 10, "tax-office", reason, sizeof reason), QUOTA_OK);
+    assert_int_equal(seen.n, 0);
+    assert_int_equal(quota_connection(q, 11, "tax-office", reason, sizeof reason), QUOTA_OK);
+    assert_int_equal(seen.n, 1); /* full with its second: ZAP refuses more */
+    assert_string_equal(seen.full[0], "tax-office");
+    assert_int_equal(quota_connection(q, 12, "tax-office", reason, sizeof reason), QUOTA_REFUSED);
+    assert_non_null(strstr(reason, "agency_connections_max"));
+    assert_int_equal(quota_connection(q, 10, "tax-office", reason, sizeof reason), QUOTA_OK); /* holds a place */
+    assert_int_equal(peers_admitted(p, "tax-office"), 2);
+    assert_int_equal(peers_count(p, "tax-office"), 4);
+    /* A closed connection frees its place at once. */
+    peers_disconnected(p, 11);
+    quota_refresh(q);
+    assert_int_equal(seen.n, 0);
+    assert_int_equal(quota_connection(q, 12, "tax-office", reason, sizeof reason), QUOTA_OK);
+    assert_int_equal(seen.n, 1);
+    /* A connection whose key was revoked gives its place up. */
+    seen.revoked = "stolen";
+    quota_tick(q);
+    assert_int_equal(seen.n, 0);
+    assert_int_equal(peers_admitted(p, "tax-office"), 1);
+    assert_int_equal(quota_connection(q, 13, "tax-office", reason, sizeof reason), QUOTA_OK);
+    assert_int_equal(seen.n, 1);
+    /* A higher ceiling on reload frees the agency, a lower one fills it. */
+    opts.connections_max = 3;
+    quota_set_opts(q, &opts);
+    assert_int_equal(seen.n, 0);
+    opts.connections_max = 1;
+    quota_set_opts(q, &opts);
+    assert_int_equal(seen.n, 1);
+
+    /* Subscriptions: a fourth is refused, a takeover (3 others) is not. */
+    assert_int_equal(quota_subscription(q, "tax-office", 2, reason, sizeof reason), QUOTA_OK);
+    assert_int_equal(quota_subscription(q, "tax-office", 3, reason, sizeof reason), QUOTA_REFUSED);
+    assert_non_null(strstr(reason, "agency_subscriptions_max"));
+    /* Publish rate: a second's worth, then refusals until it refills. */
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(quota_publish(q, "agency-b", 10, 1000, reason, sizeof reason), QUOTA_OK);
+    assert_int_equal(quota_publish(q, "agency-b", 10, 1000, reason, sizeof reason), QUOTA_REFUSED);
+    assert_non_null(strstr(reason, "agency_publish_rate"));
+    assert_int_equal(quota_publish(q, "agency-b", 10, 1200, reason, sizeof reason), QUOTA_OK);
+    assert_int_equal(quota_publish(q, "agency-b", 10, 1200, reason, sizeof reason), QUOTA_REFUSED);
+
+    f->quota = q;
+    s_render(f, 1000);
+    s_has_line(f->report.prometheus, "civibus_quota_refused_total{agency=\"tax-office\",ceiling=\"connections\"} 1");
+    s_has_line(f->report.prometheus,
+               "civibus_quota_refused_total{agency=\"tax-office\",ceiling=\"subscriptions\"} 1");
+    s_has_line(f->report.prometheus,
+               "civibus_quota_refused_total{agency=\"agency-b\",ceiling=\"publish_rate\"} 2");
+    assert_null(strstr(f->report.prometheus, "ceiling=\"publish_bytes\""));
+    s_promtool(f);
+    f->quota = NULL;
+    quota_destroy(&q);
+    assert_null(q);
+    for (int i = 0; i < 4; i++)
+        peers_disconnected(p, 10 + i);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -377,6 +490,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_readiness_and_warnings, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_saved_subscription_lag, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_peers, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_quota_ceilings, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "auth.h"
+#include "crypto.h"
 #include "keyfile.h"
 
 #define T_2026 1795392000LL /* 2026-11-23T00:00:00Z */
@@ -342,6 +343,76 @@ static void test_write_entry(void **state)
     assert_int_equal(keyfile_write_entry(p, &other, false, err, sizeof err), KEYFILE_IO);
 }
 
+/* ---- the hub's signing key list ----------------------------------------------------- */
+
+static void test_hub_sign_list(void **state)
+{
+    s_fix_t *f = *state;
+    char p[400], err[512], text[1024];
+    keyfile_hub_t *hub = calloc(1, sizeof *hub), *back = calloc(1, sizeof *back);
+    assert_non_null(hub);
+    assert_non_null(back);
+    static const char k1[] = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+    static const char k2[] = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+    snprintf(p, sizeof p, "%s/hub-sign.pub", f->dir);
+
+    /* A list with validity. */
+    snprintf(text, sizeof text,
+             "# the hub's keys\nsign = %s not-after=2026-11-23T00:00:00Z\n"
+             "revoked-sign = %s at=2026-11-23T00:00:00Z reason=\"rotated out\"\n",
+             k1, k2);
+    s_write(f, "hub-sign.pub", text);
+    assert_int_equal(keyfile_read_hub_sign(p, hub, err, sizeof err), KEYFILE_OK);
+    assert_int_equal(hub->n_sign, 2);
+    assert_true(hub->sign[0].not_after == T_2026);
+    assert_int_equal(keyfile_sign_status(&hub->sign[0], T_2026 - 1), KEYFILE_VALID);
+    assert_int_equal(keyfile_sign_status(&hub->sign[0], T_2026), KEYFILE_EXPIRED);
+    assert_int_equal(keyfile_sign_status(&hub->sign[1], T_2026 - 1), KEYFILE_VALID);
+    assert_int_equal(keyfile_sign_status(&hub->sign[1], T_2026), KEYFILE_REVOKED);
+    assert_string_equal(hub->sign[1].reason, "rotated out");
+
+    /* Rewritten atomically, and read back the same. */
+    assert_int_equal(keyfile_write_hub_sign(p, hub, true, err, sizeof err), KEYFILE_EXISTS);
+    assert_int_equal(keyfile_write_hub_sign(p, hub, false, err, sizeof err), KEYFILE_OK);
+    assert_int_equal(s_count_files(f), 1);
+    assert_int_equal(keyfile_read_hub_sign(p, back, err, sizeof err), KEYFILE_OK);
+    assert_int_equal(back->n_sign, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_memory_equal(back->sign[i].pub, hub->sign[i].pub, KEYFILE_SIGN_LEN);
+        assert_true(back->sign[i].not_after == hub->sign[i].not_after);
+        assert_true(back->sign[i].revoked_at == hub->sign[i].revoked_at);
+    }
+
+    /* A PEM public key, as keygen --hub writes it: one key, no limit. */
+    crypto_key_t *key = crypto_key_generate();
+    assert_non_null(key);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(crypto_key_write_public(key, p, err, sizeof err), CRYPTO_OK);
+    assert_int_equal(keyfile_read_hub_sign(p, back, err, sizeof err), KEYFILE_OK);
+    assert_int_equal(back->n_sign, 1);
+    uint8_t pub[CRYPTO_PUB_LEN];
+    crypto_key_public(key, pub);
+    assert_memory_equal(back->sign[0].pub, pub, sizeof pub);
+    assert_true(back->sign[0].not_after == KEYFILE_FOREVER && back->sign[0].revoked_at == KEYFILE_FOREVER);
+    crypto_key_destroy(&key);
+
+    /* Anything but signing keys is refused: the list decides which
+     * checkpoints count. */
+    static const char *const bad[] = {"agency = hub\n", "curve = x\n", "signs = x\n", "", "# only a comment\n",
+                                      "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text, "sign = %s\n%s", k1, bad[i]);
+        s_write(f, "hub-sign.pub", i < 3 ? text : bad[i]);
+        if (keyfile_read_hub_sign(p, back, err, sizeof err) == KEYFILE_OK)
+            fail_msg("accepted case %zu", i);
+    }
+    /* More keys than a list holds. */
+    hub->n_sign = KEYFILE_MAX_HUB_SIGN + 1;
+    assert_int_equal(keyfile_write_hub_sign(p, hub, false, err, sizeof err), KEYFILE_SYNTAX);
+    free(hub);
+    free(back);
+}
+
 /* ---- the hub's view (auth) -------------------------------------------------------- */
 
 static void test_auth_status(void **state)
@@ -417,6 +488,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_time_parse),
+        cmocka_unit_test_setup_teardown(test_hub_sign_list, s_setup, s_teardown),
         cmocka_unit_test(test_validity),
         cmocka_unit_test_setup_teardown(test_attributes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_errors, s_setup, s_teardown),
