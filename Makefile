@@ -3,7 +3,7 @@
 #   make              build the hub, the SDK, the CLI (into $(BUILD), default build/)
 #   make test         install missing packages, build with ASan+UBSan, run the suite
 #   make demo         install missing packages, build, run the example exchange
-#   make bench        build optimised and run the benchmarks
+#   make bench        build optimised and run the benchmarks (BENCH_ARGS="--runs 5 --publish-only ...")
 #   make fuzz         run each fuzz target for a bounded time (clang + libFuzzer)
 #   make memcheck     run the unit tests under valgrind
 #   make install      PREFIX=/usr/local DESTDIR=  (also the systemd unit, sysusers.d and
@@ -168,7 +168,7 @@ test: deps
 
 bench: deps
 	$(Q)$(MAKE) --no-print-directory BUILD=build/bench OPT="-O2 -DNDEBUG" all $(patsubst $(BUILD)/%,build/bench/%,$(BENCH_BIN))
-	$(Q)sh tests/bench/run.sh build/bench
+	$(Q)sh tests/bench/run.sh build/bench $(BENCH_ARGS)
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all

@@ -205,16 +205,12 @@ static void s_result_refuse(router_t *self, s_request_t *r, size_t i, s_code_t c
 /* Validate every event of a Publish and queue the good ones for the batch.
  * Takes ownership of *msg_p. */
 /* Batch signatures verified within one Publish: all events of a batch share
- * (key id, root, signature), so one Ed25519 verify serves them all. */
+ * (key id, signature, leaf count), so one Ed25519 verify serves them all,
+ * and the proof of the last event checked of each batch lets the next one be
+ * hashed only up to the first node already proven (evsign_proof_extend). */
 #define SIG_CACHE 8
 typedef struct {
-    uint8_t key_id[CRYPTO_KEYID_LEN];
-    uint8_t root[CRYPTO_SHA256_LEN];
-    uint8_t sig[CRYPTO_SIG_LEN];
-} s_sig_seen_t;
-
-typedef struct {
-    s_sig_seen_t seen[SIG_CACHE];
+    evsign_proof_t seen[SIG_CACHE]; /* each verified against its signature */
     size_t n, next;
 } s_sig_cache_t;
 
@@ -224,10 +220,9 @@ typedef struct {
 static bool s_signature_ok(router_t *self, const char *agency, codec_event_t *ev, s_sig_cache_t *cache,
                            char *reason, size_t reason_len)
 {
-    uint8_t root[CRYPTO_SHA256_LEN];
-    const uint8_t *key_id = NULL, *sig = NULL;
+    evsign_claim_t claim;
     char why[160];
-    int rc = evsign_event_root(ev, root, &key_id, &sig, why, sizeof why);
+    int rc = evsign_event_claim(ev, &claim, why, sizeof why);
     if (rc == EVSIGN_UNSIGNED) {
         if (!self->cfg->require_signatures)
             return true;
@@ -239,9 +234,9 @@ static bool s_signature_ok(router_t *self, const char *agency, codec_event_t *ev
         return false;
     }
     char hex[CRYPTO_KEYID_HEX];
-    crypto_hex(key_id, CRYPTO_KEYID_LEN, hex);
+    crypto_hex(claim.key_id, CRYPTO_KEYID_LEN, hex);
     uint8_t pub[CRYPTO_PUB_LEN];
-    auth_key_status_t st = auth_sign_key(self->auth, agency, key_id, (int64_t)time(NULL), pub);
+    auth_key_status_t st = auth_sign_key(self->auth, agency, claim.key_id, (int64_t)time(NULL), pub);
     if (st == AUTH_KEY_UNREGISTERED) {
         snprintf(reason, reason_len, "unknown signing key id %s for agency %s", hex, agency);
         return false;
@@ -250,24 +245,25 @@ static bool s_signature_ok(router_t *self, const char *agency, codec_event_t *ev
         snprintf(reason, reason_len, "signing key %s of agency %s is %s", hex, agency, auth_key_status_name(st));
         return false;
     }
-    for (size_t i = 0; i < cache->n; i++) {
-        const s_sig_seen_t *s = &cache->seen[i];
-        if (memcmp(s->root, root, sizeof root) == 0 && memcmp(s->key_id, key_id, CRYPTO_KEYID_LEN) == 0 &&
-            memcmp(s->sig, sig, CRYPTO_SIG_LEN) == 0)
+    /* The key id is checked against this agency's keys above, for every
+     * event; a proof only stands in for hashing and the signature check. */
+    for (size_t i = 0; i < cache->n; i++)
+        if (evsign_proof_extend(&cache->seen[i], &claim) == EVSIGN_OK)
             return true;
+    evsign_proof_t *fresh = &cache->seen[cache->next];
+    evsign_proof_t saved = *fresh;
+    rc = evsign_proof_build(fresh, &claim);
+    if (rc == EVSIGN_OK) {
+        crypto_key_t *key = crypto_key_from_public(pub);
+        rc = key ? evsign_verify_root(key, evsign_proof_root(fresh), claim.sig) : EVSIGN_INTERNAL;
+        crypto_key_destroy(&key);
     }
-    crypto_key_t *key = crypto_key_from_public(pub);
-    rc = key ? evsign_verify_root(key, root, sig) : EVSIGN_INTERNAL;
-    crypto_key_destroy(&key);
     if (rc != EVSIGN_OK) {
+        *fresh = saved; /* only verified proofs stay */
         snprintf(reason, reason_len, "%s with key %s of agency %s",
                  rc == EVSIGN_BAD_SIGNATURE ? "bad signature" : "signature not checkable", hex, agency);
         return false;
     }
-    s_sig_seen_t *s = &cache->seen[cache->next];
-    memcpy(s->key_id, key_id, CRYPTO_KEYID_LEN);
-    memcpy(s->root, root, sizeof root);
-    memcpy(s->sig, sig, CRYPTO_SIG_LEN);
     cache->next = (cache->next + 1) % SIG_CACHE;
     if (cache->n < SIG_CACHE)
         cache->n++;

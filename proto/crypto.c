@@ -27,7 +27,6 @@ struct crypto_key {
 };
 
 struct crypto_sha256 {
-    EVP_MD *md; /* fetched once: an implicit fetch per digest costs more than the digest */
     EVP_MD_CTX *ctx;
 };
 
@@ -53,7 +52,8 @@ static void s_err(char *err, size_t err_len, const char *fmt, const char *a, con
 
 /* EVP_sha256() makes OpenSSL 3 look the algorithm up again at every digest,
  * which costs more than hashing the few dozen bytes of a tree node; fetch it
- * once for the process (it stays referenced until exit). */
+ * once for the process (it stays referenced until exit) and use it for the
+ * one-shot digests and every crypto_sha256_t alike. */
 static EVP_MD *s_sha256_md;
 static pthread_once_t s_sha256_once = PTHREAD_ONCE_INIT;
 
@@ -79,12 +79,14 @@ int crypto_sha256(const void *data, size_t len, uint8_t out[CRYPTO_SHA256_LEN])
 
 crypto_sha256_t *crypto_sha256_new(void)
 {
+    pthread_once(&s_sha256_once, s_sha256_fetch);
+    if (!s_sha256_md)
+        return NULL;
     crypto_sha256_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
-    self->md = EVP_MD_fetch(NULL, "SHA256", NULL);
     self->ctx = EVP_MD_CTX_new();
-    if (!self->md || !self->ctx) {
+    if (!self->ctx) {
         ERR_clear_error();
         crypto_sha256_destroy(&self);
     }
@@ -97,14 +99,13 @@ void crypto_sha256_destroy(crypto_sha256_t **self_p)
         return;
     crypto_sha256_t *self = *self_p;
     EVP_MD_CTX_free(self->ctx);
-    EVP_MD_free(self->md);
     free(self);
     *self_p = NULL;
 }
 
 int crypto_sha256_begin(crypto_sha256_t *self)
 {
-    if (EVP_DigestInit_ex(self->ctx, self->md, NULL) != 1) {
+    if (EVP_DigestInit_ex(self->ctx, s_sha256_md, NULL) != 1) {
         ERR_clear_error();
         return CRYPTO_INTERNAL;
     }

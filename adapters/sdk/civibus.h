@@ -85,7 +85,7 @@ typedef struct {
     const char *key_file;     /* this agency's secret key file (AGENCY.key) */
     int timeout_ms;           /* default for blocking calls (0: 5000) */
     unsigned window;          /* publish events in flight, at most (0: 1024) */
-    unsigned batch;           /* events per Publish message, at most (0: 64) */
+    unsigned batch;           /* events per Publish message, at most (0: 64, or 256 with sign_key_file) */
     /* This agency's Ed25519 signing key (AGENCY-sign.key, PKCS#8 PEM, mode
      * 0600; civibus keygen writes it). When set, every Publish batch is
      * signed (docs/SIGNING.md); NULL publishes unsigned events. */

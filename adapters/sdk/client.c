@@ -133,7 +133,9 @@ civ_client_t *civ_client_new(const civ_options_t *options, civ_error_t *err)
         retry = SDK_RETRY_MIN_MS;
     self->retry_ms = retry > SDK_RETRY_MAX_MS ? SDK_RETRY_MAX_MS : retry;
     self->window = options->window ? options->window : SDK_DEFAULT_WINDOW;
-    self->batch = options->batch ? options->batch : SDK_DEFAULT_BATCH;
+    self->batch = options->batch            ? options->batch
+                  : options->sign_key_file ? SDK_DEFAULT_SIGNED_BATCH
+                                           : SDK_DEFAULT_BATCH;
     if (self->batch > self->window)
         self->batch = self->window;
     self->next_request_id = 1;

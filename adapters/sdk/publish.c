@@ -171,18 +171,24 @@ static void s_abandon(sdk_pub_t *pub, sdk_pub_entry_t *e)
 /* Sign the n packed events of a batch (docs/SIGNING.md): a hash tree over
  * their bytes, one signature over its root, and each event's signature
  * fields appended to its bytes (they are numbered above every other field,
- * so the result is the canonical encoding of the signed event). On success
- * each entry's data is replaced by the signed bytes and events[] points at
- * them; on failure nothing changed. */
-static int s_sign(civ_client_t *self, ProtobufCBinaryData *events, uint64_t n)
+ * so the result is the canonical encoding of the signed event). The signed
+ * events are written one after the other into one buffer, *arena (the
+ * caller frees it once the Publish is packed), and events[] is pointed at
+ * them; on failure events[] is unchanged and *arena NULL. */
+static int s_sign(civ_client_t *self, ProtobufCBinaryData *events, uint64_t n, uint8_t **arena)
 {
-    sdk_pub_t *pub = &self->pub;
+    *arena = NULL;
+    if (n > EVSIGN_MAX_LEAVES)
+        return CIV_E_INVALID;
+    size_t total = 0;
+    for (uint64_t i = 0; i < n; i++)
+        total += events[i].len + EVSIGN_FIELDS_MAX;
     uint8_t (*leaves)[CRYPTO_SHA256_LEN] = malloc(n * sizeof *leaves);
-    uint8_t **signed_data = calloc(n, sizeof *signed_data);
-    size_t *signed_len = calloc(n, sizeof *signed_len);
+    size_t *lens = malloc(n * sizeof *lens);
+    uint8_t *buf = malloc(total);
     evsign_tree_t *tree = NULL;
     int rc = CIV_E_NOMEM;
-    if (!leaves || !signed_data || !signed_len || n > EVSIGN_MAX_LEAVES)
+    if (!leaves || !lens || !buf)
         goto done;
     for (uint64_t i = 0; i < n; i++)
         if (evsign_leaf(events[i].data, events[i].len, leaves[i]) != EVSIGN_OK)
@@ -191,42 +197,32 @@ static int s_sign(civ_client_t *self, ProtobufCBinaryData *events, uint64_t n)
     uint8_t sig[CRYPTO_SIG_LEN];
     if (!tree || evsign_sign_root(self->sign_key, evsign_tree_root(tree), sig) != EVSIGN_OK)
         goto done;
+    size_t at = 0;
     for (uint64_t i = 0; i < n; i++) {
         uint8_t path[EVSIGN_MAX_DEPTH][CRYPTO_SHA256_LEN];
-        size_t n_path = evsign_tree_path(tree, i, path);
-        uint8_t *fields = NULL;
-        size_t fields_len = 0;
+        size_t n_path = evsign_tree_path(tree, i, path), fields_len = 0;
+        memcpy(buf + at, events[i].data, events[i].len);
         if (evsign_fields_encode(self->sign_key_id, sig, (const uint8_t(*)[CRYPTO_SHA256_LEN])path, n_path,
-                                 (uint32_t)i, (uint32_t)n, &fields, &fields_len) != EVSIGN_OK)
+                                 (uint32_t)i, (uint32_t)n, buf + at + events[i].len, &fields_len) != EVSIGN_OK)
             goto done;
-        signed_data[i] = malloc(events[i].len + fields_len);
-        if (!signed_data[i]) {
-            free(fields);
-            goto done;
-        }
-        memcpy(signed_data[i], events[i].data, events[i].len);
-        memcpy(signed_data[i] + events[i].len, fields, fields_len);
-        signed_len[i] = events[i].len + fields_len;
-        free(fields);
+        lens[i] = events[i].len + fields_len;
+        at += lens[i];
     }
+    at = 0;
     for (uint64_t i = 0; i < n; i++) {
-        sdk_pub_entry_t *e = s_entry(pub, pub->open_first + i);
-        free(e->data);
-        e->data = signed_data[i];
-        e->len = signed_len[i];
-        events[i].data = signed_data[i];
-        events[i].len = signed_len[i];
-        signed_data[i] = NULL;
+        events[i].data = buf + at;
+        events[i].len = lens[i];
+        at += lens[i];
     }
     rc = CIV_OK;
 done:
-    if (signed_data)
-        for (uint64_t i = 0; i < n; i++)
-            free(signed_data[i]);
-    free(signed_data);
-    free(signed_len);
     free(leaves);
+    free(lens);
     evsign_tree_destroy(&tree);
+    if (rc == CIV_OK)
+        *arena = buf;
+    else
+        free(buf);
     return rc;
 }
 
@@ -250,7 +246,8 @@ static int s_cut(civ_client_t *self)
         events[i].data = e->data;
         events[i].len = e->len;
     }
-    if (self->sign_key && s_sign(self, events, n) != CIV_OK) {
+    uint8_t *signed_events = NULL;
+    if (self->sign_key && s_sign(self, events, n, &signed_events) != CIV_OK) {
         free(events);
         pub->b_len--;
         return sdk_error_set(&self->err, CIV_E_NOMEM, "cannot sign a publish batch");
@@ -266,11 +263,13 @@ static int s_cut(civ_client_t *self)
     size_t len = civibus__v1__client_message__get_packed_size(&msg);
     uint8_t *frame = malloc(len);
     if (!frame) {
+        free(signed_events);
         free(events);
         pub->b_len--;
         return sdk_error_set(&self->err, CIV_E_NOMEM, "no memory for a publish batch");
     }
     civibus__v1__client_message__pack(&msg, frame);
+    free(signed_events);
     free(events);
     for (uint64_t i = 0; i < n; i++) {
         sdk_pub_entry_t *e = s_entry(pub, pub->open_first + i);

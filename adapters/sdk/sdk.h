@@ -50,6 +50,10 @@
 #define SDK_DEFAULT_TIMEOUT_MS 5000
 #define SDK_DEFAULT_WINDOW 1024u
 #define SDK_DEFAULT_BATCH 64u
+/* With a signing key: one Ed25519 signature (and one verification at the
+ * hub, ~0.1 ms) per batch is spread over 4 times as many events, for 2 more
+ * path hashes (70 bytes) per event (docs/SIGNING.md, "Performance"). */
+#define SDK_DEFAULT_SIGNED_BATCH 256u
 /* Ceilings on what a caller may ask for: each bounds memory held per client. */
 #define SDK_WINDOW_MAX 65536u
 #define SDK_BATCH_MAX 4096u

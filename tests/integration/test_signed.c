@@ -8,6 +8,10 @@
  *   other key  events signed with another agency's valid key: bad_signature
  *   tampered   a payload changed under its original signature, and a
  *              tampered path: bad_signature; the untouched event passes
+ *   partly bad one Publish of a signed batch in which some events have a
+ *              wrong path or forged content: only those are refused, also
+ *              after good events of the same batch; batches interleaved and
+ *              out of order are accepted
  *   required   with --require-signatures an unsigned event is refused with
  *              bad_signature while signed events flow
  *   revoked    a signing key revoked in the registry: bad_signature after
@@ -254,6 +258,146 @@ static void test_tampered(void **state)
     s_event_free(&ev, e_bytes);
 }
 
+/* A batch of n events of POP signed as one tree, as the SDK signs it, each
+ * event with its own signature fields; free with s_batch_free. */
+typedef struct {
+    size_t n;
+    Civibus__V1__ServiceEvent ev[16];
+    uint8_t *e_bytes[16];
+    uint8_t path[16][EVSIGN_MAX_DEPTH][CRYPTO_SHA256_LEN];
+    ProtobufCBinaryData items[16][EVSIGN_MAX_DEPTH];
+    uint8_t sig[CRYPTO_SIG_LEN], key_id[CRYPTO_KEYID_LEN];
+} s_batch_t;
+
+static void s_batch_make(it_fix_t *f, int first, size_t n, s_batch_t *b)
+{
+    memset(b, 0, sizeof *b);
+    b->n = n;
+    uint8_t leaves[16][CRYPTO_SHA256_LEN];
+    crypto_key_t *key = NULL;
+    char err[256];
+    assert_int_equal(crypto_key_read_secret(harness_sign_key(f->h, POP), &key, err, sizeof err), CRYPTO_OK);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t unused_sig[CRYPTO_SIG_LEN], unused_id[CRYPTO_KEYID_LEN];
+        size_t len;
+        s_signed_event(f, first + (int)i, &b->ev[i], unused_sig, unused_id, &b->e_bytes[i], &len);
+        assert_int_equal(evsign_leaf(b->e_bytes[i], len, leaves[i]), EVSIGN_OK);
+    }
+    evsign_tree_t *t = evsign_tree_new((const uint8_t(*)[CRYPTO_SHA256_LEN])leaves, n);
+    assert_non_null(t);
+    assert_int_equal(evsign_sign_root(key, evsign_tree_root(t), b->sig), EVSIGN_OK);
+    crypto_key_id(key, b->key_id);
+    crypto_key_destroy(&key);
+    for (size_t i = 0; i < n; i++) {
+        Civibus__V1__ServiceEvent *ev = &b->ev[i];
+        ev->n_path = evsign_tree_path(t, i, b->path[i]);
+        for (size_t p = 0; p < ev->n_path; p++)
+            b->items[i][p] = (ProtobufCBinaryData){.len = CRYPTO_SHA256_LEN, .data = b->path[i][p]};
+        ev->path = b->items[i];
+        ev->sign_key_id.data = b->key_id;
+        ev->batch_signature.data = b->sig;
+        ev->leaf_index = (uint32_t)i;
+        ev->leaf_count = (uint32_t)n;
+    }
+    evsign_tree_destroy(&t);
+}
+
+static void s_batch_free(s_batch_t *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        s_event_free(&b->ev[i], b->e_bytes[i]);
+}
+
+/* Publish n events raw in one Publish; check each result against want
+ * (an ErrorCode) and, for OK, against dup. */
+static void s_raw_expect(it_raw_t *r, uint64_t rid, Civibus__V1__ServiceEvent **evs, size_t n, const int *want,
+                         const bool *dup)
+{
+    assert_int_equal(it_raw_publish(r, rid, evs, n), 0);
+    Civibus__V1__HubMessage *m = it_raw_recv(r, 10000);
+    assert_non_null(m);
+    assert_int_equal(m->body_case, CIVIBUS__V1__HUB_MESSAGE__BODY_PUBLISH_REPLY);
+    assert_int_equal(m->publish_reply->n_results, n);
+    for (size_t i = 0; i < n; i++) {
+        const Civibus__V1__PublishResult *res = m->publish_reply->results[i];
+        assert_int_equal(res->index, i);
+        if ((int)res->code != want[i])
+            fail_msg("publish %" PRIu64 " event %zu: code %d (%s), wanted %d", rid, i, res->code,
+                     res->reason ? res->reason : "", want[i]);
+        if (want[i] == CIVIBUS__V1__ERROR_CODE__OK) {
+            assert_true(res->seq > 0);
+            if (res->duplicate != dup[i])
+                fail_msg("publish %" PRIu64 " event %zu: duplicate %d, wanted %d", rid, i, res->duplicate, dup[i]);
+        } else {
+            assert_non_null(strstr(res->reason, "bad signature"));
+        }
+    }
+    it_hub_msg_free(&m);
+}
+
+/* The hub checks a batch with one signature verification and reuses what it
+ * proved for the batch's other events: an event whose path or content is
+ * wrong is still refused, alone, wherever it stands in the Publish. */
+static void test_batch_partly_bad(void **state)
+{
+    it_fix_t *f = *state;
+    it_start(f, NULL);
+    it_raw_t *r = it_raw(f, POP);
+    enum { OK = CIVIBUS__V1__ERROR_CODE__OK, BAD = CIVIBUS__V1__ERROR_CODE__BAD_SIGNATURE };
+    s_batch_t *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    s_batch_make(f, 100, 7, a);
+    s_batch_make(f, 200, 13, b);
+
+    /* In order; event 3's first path hash (its sibling leaf) and event 5's
+     * last (near the root) are wrong. The others are accepted. */
+    a->path[3][0][0] ^= 0x01;
+    a->path[5][a->ev[5].n_path - 1][31] ^= 0x80;
+    Civibus__V1__ServiceEvent *evs[16];
+    for (size_t i = 0; i < 7; i++)
+        evs[i] = &a->ev[i];
+    const int want1[] = {OK, OK, OK, BAD, OK, BAD, OK};
+    const bool no_dup[16] = {false};
+    s_raw_expect(r, 1, evs, 7, want1, no_dup);
+    a->path[3][0][0] ^= 0x01;
+    a->path[5][a->ev[5].n_path - 1][31] ^= 0x80;
+
+    /* Forgeries after good events of the same batch: event 4's content
+     * changed under its fields, and a new event carrying event 5's fields.
+     * Events 0 and 6 again are duplicates; events 3 and 5, right now, pass. */
+    it_ev_t extra;
+    it_ev_make(&extra, POP, 150);
+    Civibus__V1__ServiceEvent forged = a->ev[5];
+    forged.event_id = extra.event_id;
+    a->ev[4].occurred_at += 1;
+    Civibus__V1__ServiceEvent *evs2[] = {&a->ev[0], &a->ev[4], &a->ev[3], &forged, &a->ev[6], &a->ev[5]};
+    const int want2[] = {OK, BAD, OK, BAD, OK, OK};
+    const bool dup2[] = {true, false, false, false, true, false};
+    s_raw_expect(r, 2, evs2, 6, want2, dup2);
+    a->ev[4].occurred_at -= 1;
+
+    /* Two batches interleaved, one shuffled, in one Publish: all accepted. */
+    static const int order[] = {12, 0, 7, 3, 11, 1, 5, 9, 2, 10, 4, 8, 6};
+    size_t n = 0;
+    const int want3[16] = {OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK};
+    bool dup3[16] = {false};
+    for (size_t i = 0; i < 13; i++) {
+        evs[n++] = &b->ev[order[i]];
+        if (i == 4 || i == 9) {
+            dup3[n] = true;
+            evs[n++] = &a->ev[i == 4 ? 1 : 2];
+        }
+    }
+    s_raw_expect(r, 3, evs, n, want3, dup3);
+    /* Event 4 restored passes its check again (a duplicate of Publish 1). */
+    Civibus__V1__ServiceEvent *evs4[] = {&a->ev[4]};
+    const bool dup4[] = {true};
+    s_raw_expect(r, 4, evs4, 1, want3, dup4);
+    s_batch_free(a);
+    s_batch_free(b);
+    free(a);
+    free(b);
+}
+
 static void test_required(void **state)
 {
     it_fix_t *f = *state;
@@ -292,6 +436,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flow, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_other_agency_key, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_tampered, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_partly_bad, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_required, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_revoked, s_setup, s_teardown),
     };

@@ -9,6 +9,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,16 +55,24 @@ static void s_leaves(uint8_t (*leaves)[H], size_t n)
     }
 }
 
+/* A tree over n leaves made by s_leaves; *leaves_p is the caller's to free. */
+static evsign_tree_t *s_tree(size_t n, uint8_t (**leaves_p)[H])
+{
+    *leaves_p = malloc(n * H);
+    s_leaves(*leaves_p, n);
+    evsign_tree_t *t = evsign_tree_new((const uint8_t(*)[H])*leaves_p, n);
+    assert_non_null(t);
+    return t;
+}
+
 static void test_tree_sizes(void **state)
 {
     (void)state;
     static const size_t sizes[] = {1, 2, 3, 5, 6, 7, 64, 100};
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         size_t n = sizes[s];
-        uint8_t(*leaves)[H] = malloc(n * H);
-        s_leaves(leaves, n);
-        evsign_tree_t *t = evsign_tree_new((const uint8_t(*)[H])leaves, n);
-        assert_non_null(t);
+        uint8_t(*leaves)[H] = NULL;
+        evsign_tree_t *t = s_tree(n, &leaves);
         uint8_t ref[H];
         s_ref_root((const uint8_t(*)[H])leaves, n, ref);
         assert_memory_equal(evsign_tree_root(t), ref, H);
@@ -107,6 +116,128 @@ static void test_tree_sizes(void **state)
         free(leaves);
     }
     assert_null(evsign_tree_new(NULL, 0));
+}
+
+/* The claim of leaf i of tree t, as evsign_event_claim gives it. */
+static void s_claim(evsign_claim_t *c, const evsign_tree_t *t, const uint8_t (*leaves)[H], size_t i, size_t n,
+                    const uint8_t *key_id, const uint8_t *sig)
+{
+    memset(c, 0, sizeof *c);
+    c->key_id = key_id;
+    c->sig = sig;
+    c->n_path = evsign_tree_path(t, i, c->path);
+    c->index = (uint32_t)i;
+    c->count = (uint32_t)n;
+    memcpy(c->leaf, leaves[i], H);
+}
+
+/* What a proof says: its position and the nodes of its walk. */
+static void s_proof_same(const evsign_proof_t *a, const evsign_proof_t *b)
+{
+    assert_int_equal(a->index, b->index);
+    assert_int_equal(a->count, b->count);
+    assert_int_equal(a->levels, b->levels);
+    assert_int_equal(a->has_sibling, b->has_sibling);
+    for (int lv = 0; lv <= a->levels; lv++)
+        assert_memory_equal(a->walk[lv], b->walk[lv], H);
+    for (int lv = 0; lv < a->levels; lv++)
+        if (a->has_sibling >> lv & 1)
+            assert_memory_equal(a->sibling[lv], b->sibling[lv], H);
+}
+
+/* Proofs (what the hub uses to check one batch's events with one signature
+ * verification): every event of the tree extends a proof of any other, in
+ * any order, and ends at the same root; any change to an event's leaf, path,
+ * position, key id or signature is refused and leaves the proof as it was. */
+static void test_proofs(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {1, 2, 3, 5, 7, 8, 13, 64, 100};
+    uint8_t key_id[CRYPTO_KEYID_LEN] = {1, 2, 3, 4, 5, 6, 7, 8}, sig[CRYPTO_SIG_LEN] = {9};
+    uint8_t other_id[CRYPTO_KEYID_LEN] = {1, 2, 3, 4, 5, 6, 7, 9}, other_sig[CRYPTO_SIG_LEN] = {10};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s];
+        uint8_t(*leaves)[H] = NULL;
+        evsign_tree_t *t = s_tree(n, &leaves);
+        const uint8_t *root = evsign_tree_root(t);
+        /* In order, backwards, and shuffled (37 is prime to every size). */
+        for (int order = 0; order < 3; order++) {
+            evsign_claim_t c;
+            evsign_proof_t proof, before;
+            memset(&proof, 0, sizeof proof);
+            size_t first = order == 0 ? 0 : order == 1 ? n - 1 : 11 % n;
+            s_claim(&c, t, (const uint8_t(*)[H])leaves, first, n, key_id, sig);
+            assert_int_equal(evsign_proof_build(&proof, &c), EVSIGN_OK);
+            assert_memory_equal(evsign_proof_root(&proof), root, H);
+            for (size_t k = 1; k < n; k++) {
+                size_t i = order == 0 ? k : order == 1 ? n - 1 - k : (k * 37 + 11) % n;
+                s_claim(&c, t, (const uint8_t(*)[H])leaves, i, n, key_id, sig);
+                before = proof;
+                for (size_t p = 0; p < c.n_path; p++) {
+                    c.path[p][p % H] ^= 0x40;
+                    assert_int_equal(evsign_proof_extend(&proof, &c), EVSIGN_BAD_PATH);
+                    s_proof_same(&proof, &before);
+                    c.path[p][p % H] ^= 0x40;
+                }
+                c.leaf[3] ^= 1;
+                assert_int_equal(evsign_proof_extend(&proof, &c), EVSIGN_BAD_PATH);
+                c.leaf[3] ^= 1;
+                if (c.n_path) {
+                    c.n_path--;
+                    assert_int_equal(evsign_proof_extend(&proof, &c), EVSIGN_BAD_PATH);
+                    c.n_path++;
+                }
+                if (c.n_path < EVSIGN_MAX_DEPTH) {
+                    memcpy(c.path[c.n_path++], root, H);
+                    assert_int_equal(evsign_proof_extend(&proof, &c), EVSIGN_BAD_PATH);
+                    c.n_path--;
+                }
+                /* Another position with the same path is accepted exactly
+                 * when that path leads to the root from there too. */
+                c.index = (uint32_t)((i + 1) % n);
+                uint8_t alone[H];
+                bool leads = evsign_path_root(c.leaf, c.index, c.count, (const uint8_t(*)[H])c.path, c.n_path,
+                                              alone) == EVSIGN_OK &&
+                             memcmp(alone, root, H) == 0;
+                evsign_proof_t probe = proof;
+                assert_int_equal(evsign_proof_extend(&probe, &c) == EVSIGN_OK, leads);
+                c.index = (uint32_t)i;
+                c.count = (uint32_t)n + 1;
+                assert_int_equal(evsign_proof_extend(&proof, &c), EVSIGN_BAD_PATH);
+                c.count = (uint32_t)n;
+                c.key_id = other_id;
+                assert_int_equal(evsign_proof_extend(&proof, &c), EVSIGN_BAD_PATH);
+                c.key_id = key_id;
+                c.sig = other_sig;
+                assert_int_equal(evsign_proof_extend(&proof, &c), EVSIGN_BAD_PATH);
+                c.sig = sig;
+                s_proof_same(&proof, &before);
+                assert_int_equal(evsign_proof_extend(&proof, &c), EVSIGN_OK);
+                assert_int_equal(proof.index, i);
+                assert_memory_equal(evsign_proof_root(&proof), root, H);
+            }
+        }
+        /* Events of another tree of the same size, key id and signature (a
+         * forgery reusing the signature fields) do not extend it. */
+        if (n > 1) {
+            uint8_t(*forged)[H] = malloc(n * H);
+            memcpy(forged, leaves, n * H);
+            forged[n / 2][0] ^= 1;
+            evsign_tree_t *ft = evsign_tree_new((const uint8_t(*)[H])forged, n);
+            evsign_claim_t c;
+            evsign_proof_t proof;
+            s_claim(&c, t, (const uint8_t(*)[H])leaves, 0, n, key_id, sig);
+            assert_int_equal(evsign_proof_build(&proof, &c), EVSIGN_OK);
+            for (size_t i = 0; i < n; i++) {
+                s_claim(&c, ft, (const uint8_t(*)[H])forged, i, n, key_id, sig);
+                assert_int_equal(evsign_proof_extend(&proof, &c), EVSIGN_BAD_PATH);
+            }
+            evsign_tree_destroy(&ft);
+            free(forged);
+        }
+        evsign_tree_destroy(&t);
+        free(leaves);
+    }
 }
 
 static void test_sign_verify(void **state)
@@ -169,16 +300,15 @@ static void test_event_fields(void **state)
     for (int i = 0; i < N; i++) {
         uint8_t path[EVSIGN_MAX_DEPTH][H];
         size_t n_path = evsign_tree_path(t, (size_t)i, path);
-        uint8_t *fields;
+        uint8_t fields[EVSIGN_FIELDS_MAX];
         size_t fields_len;
-        assert_int_equal(evsign_fields_encode(key_id, sig, (const uint8_t(*)[H])path, n_path, (uint32_t)i, N, &fields,
+        assert_int_equal(evsign_fields_encode(key_id, sig, (const uint8_t(*)[H])path, n_path, (uint32_t)i, N, fields,
                                               &fields_len),
                          EVSIGN_OK);
         size_t len = e_len[i] + fields_len;
         uint8_t *raw = malloc(len);
         memcpy(raw, e[i], e_len[i]);
         memcpy(raw + e_len[i], fields, fields_len);
-        free(fields);
         /* The appended form is the canonical encoding the hub requires. */
         codec_event_t *ev = NULL;
         assert_int_equal(codec_event_decode(raw, len, len, &ev), CODEC_OK);
@@ -213,6 +343,33 @@ static void test_event_fields(void **state)
     crypto_key_destroy(&other);
     assert_string_equal(civ_error_name(CIV_E_BAD_SIGNATURE), "bad_signature");
     assert_string_equal(civ_error_name(CIV_E_UNSIGNED), "unsigned");
+}
+
+/* The sizes PROTOCOL.md §10 gives for the signature fields of an event. */
+static void test_fields_sizes(void **state)
+{
+    (void)state;
+    uint8_t key_id[CRYPTO_KEYID_LEN] = {1}, sig[CRYPTO_SIG_LEN] = {2}, path[EVSIGN_MAX_DEPTH][H];
+    memset(path, 7, sizeof path);
+    static const struct {
+        size_t n_path;
+        uint32_t index, count;
+        size_t len;
+    } cases[] = {
+        {0, 0, 1, 81},           /* a batch of one */
+        {6, 63, 64, 294},        /* the last event of a batch of 64 */
+        {8, 255, 256, 366},      /* ... of 256, libcivibus's batch when signing */
+        {16, 65535, 65536, 648}, /* ... of the largest batch: EVSIGN_FIELDS_MAX */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t out[EVSIGN_FIELDS_MAX];
+        size_t len = 0;
+        assert_int_equal(evsign_fields_encode(key_id, sig, (const uint8_t(*)[H])path, cases[i].n_path, cases[i].index,
+                                              cases[i].count, out, &len),
+                         EVSIGN_OK);
+        assert_int_equal(len, cases[i].len);
+    }
+    assert_int_equal(cases[3].len, EVSIGN_FIELDS_MAX);
 }
 
 static void test_registry_sign_lines(void **state)
@@ -275,8 +432,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tree_sizes),
+        cmocka_unit_test(test_proofs),
         cmocka_unit_test(test_sign_verify),
         cmocka_unit_test(test_event_fields),
+        cmocka_unit_test(test_fields_sizes),
         cmocka_unit_test(test_registry_sign_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
