@@ -29,7 +29,8 @@
  *   - ACCEPTED is read some time after libzmq accepted the connection: if it
  *     closed meanwhile, the descriptor may be closed ("-" is recorded) or
  *     already reused by another connection or file (its address, or "-",
- *     is recorded). In practice the event is read within the same turn.
+ *     is recorded). A connection libzmq drops at once (bytes sent with the
+ *     connect) often loses that race when the hub is busy.
  *   - HANDSHAKE_SUCCEEDED does not name the descriptor (libzmq 4.3.4 gives 0).
  *     A connection is known to have completed its handshake when its first
  *     message arrives, or when the successes read outnumber or equal the

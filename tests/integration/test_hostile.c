@@ -584,49 +584,65 @@ static void test_garbage_before_handshake(void **state)
     int fd0 = s_fd_count(pid);
     uint32_t rnd = 12345;
 
-    /* Random bytes, 30 connections of 1..4 KB each. The first one's local
-     * port names it in the hub's log. */
-    char first_peer[64] = "";
+    /* Random bytes. libzmq reports no failed handshake for them (taken for
+     * ZMTP 1.0 and dropped, ZAP forbidding 1.0), only the connection's close:
+     * the hub logs that with the address it read when the connection was
+     * accepted, named here by the test socket's local port. The hub reads
+     * the address when it gets to the monitor's ACCEPTED event, which can be
+     * after libzmq already dropped such a connection (then peer=-): so the
+     * bytes follow a pause, and a few connections are tried. */
+    uint8_t junk[4096];
+    for (size_t k = 0; k < sizeof junk; k++) {
+        rnd = rnd * 1103515245u + 12345u;
+        junk[k] = (uint8_t)(rnd >> 16);
+    }
+    bool named = false;
+    int probes = 0;
+    for (; probes < 5 && !named; probes++) {
+        int fd = s_tcp_connect(port);
+        struct sockaddr_in local;
+        socklen_t local_len = sizeof local;
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&local, &local_len), 0);
+        it_sleep_ms(200 * (probes + 1));
+        if (!s_tcp_dropped(fd, junk, 1024, 3000))
+            fail_msg("connection with random bytes was not dropped");
+        close(fd);
+        char line[128];
+        snprintf(line, sizeof line, "event=connection_closed_before_handshake peer=127.0.0.1:%u",
+                 (unsigned)ntohs(local.sin_port));
+        named = it_log_contains(f, line, 3000);
+    }
+    if (!named) {
+        harness_dump_log(f->h);
+        fail_msg("no connection_closed_before_handshake line named the peer");
+    }
+
+    /* 30 more connections of 1..4 KB each, at once. */
     for (int c = 0; c < 30; c++) {
-        uint8_t junk[4096];
         size_t len = 1024 * (size_t)(1 + c % 4);
         for (size_t k = 0; k < len; k++) {
             rnd = rnd * 1103515245u + 12345u;
             junk[k] = (uint8_t)(rnd >> 16);
         }
         int fd = s_tcp_connect(port);
-        if (c == 0) {
-            struct sockaddr_in local;
-            socklen_t local_len = sizeof local;
-            assert_int_equal(getsockname(fd, (struct sockaddr *)&local, &local_len), 0);
-            snprintf(first_peer, sizeof first_peer, "peer=127.0.0.1:%u", (unsigned)ntohs(local.sin_port));
-        }
         if (!s_tcp_dropped(fd, junk, len, 3000))
             fail_msg("connection %d with random bytes was not dropped", c);
         close(fd);
     }
     s_good_round(&g, 10);
-    /* libzmq reports no failed handshake for them (taken for ZMTP 1.0 and
-     * dropped, ZAP forbidding 1.0), only their close before a handshake. */
-    char closed_line[128];
-    snprintf(closed_line, sizeof closed_line, "event=connection_closed_before_handshake %s", first_peer);
-    if (!it_log_contains(f, closed_line, 5000)) {
-        harness_dump_log(f->h);
-        fail_msg("no line \"%s\"", closed_line);
-    }
     /* Each is counted (the document is rendered once a second). */
-    double failed = -1;
-    for (int i = 0; i < 100 && failed < 30; i++) {
+    double failed = -1, want = 30 + probes;
+    for (int i = 0; i < 100 && failed < want; i++) {
         char *body = NULL;
         long status = 0;
         size_t blen = 0;
         if (harness_http_get(f->h, "/metrics", &status, &body, &blen) == 0 && status == 200)
             failed = it_prom_sample(body, "civibus_auth_failures_total{kind=\"handshake_failed\"}");
         free(body);
-        if (failed < 30)
+        if (failed < want)
             it_sleep_ms(100);
     }
-    assert_true(failed >= 30);
+    assert_true(failed >= want);
     s_good_round(&g, 10);
 
     /* A ZMTP 3.0 greeting with the NULL mechanism, then a READY command. */
@@ -640,8 +656,9 @@ static void test_garbage_before_handshake(void **state)
     int fd = s_tcp_connect(port);
     assert_true(s_tcp_dropped(fd, both, sizeof both, 3000));
     close(fd);
-    /* Failures libzmq reports name the peer as well. */
-    assert_true(it_log_contains(f, "event=handshake_failed reason=protocol code=0x11000002 peer=127.0.0.1:", 3000));
+    /* Failures libzmq reports carry the peer as well (peer=- when the
+     * connection was gone before the hub read its ACCEPTED event). */
+    assert_true(it_log_contains(f, "event=handshake_failed reason=protocol code=0x11000002 peer=", 3000));
 
     /* PLAIN: the greeting, then HELLO with a user name and password. */
     s_greeting(greet, "PLAIN");
