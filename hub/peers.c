@@ -9,13 +9,23 @@
  * keeps its key (Z85) for peers_release_invalid. Whatever ends a
  * connection's ownership (closed, descriptor reused, relabelled) also frees
  * its admitted place, in s_forget_owner alone.
+ *
+ * Handshakes: n_pending counts the open connections whose handshake is not
+ * known to have completed, ok_unplaced the HANDSHAKE_SUCCEEDED events not
+ * yet matched to one of them (the event names no descriptor). s_settle
+ * marks them all completed once ok_unplaced reaches n_pending, and keeps
+ * ok_unplaced at most n_pending, so a mismatch cannot outlive the moment no
+ * connection is pending.
  */
 #include "peers.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "codec.h"
 #include "keyfile.h"
@@ -24,9 +34,11 @@ typedef struct {
     bool open;
     bool identified;
     bool admitted;   /* holds one of its agency's places (peers_admit) */
+    bool handshaken; /* its handshake is known to have completed */
     uint32_t agency; /* index into agencies[], when identified */
     uint64_t rid_hash;
     char key[KEYFILE_Z85_LEN + 1]; /* when identified; "" when unknown */
+    char addr[PEERS_ADDR_MAX];     /* ip:port at ACCEPTED, "-" when unknown */
 } s_conn_t;
 
 typedef struct {
@@ -39,6 +51,8 @@ struct peers {
     s_conn_t *conns;
     size_t cap; /* entries of conns[] */
     size_t n_open;
+    size_t n_pending;   /* open connections not known to have completed their handshake */
+    size_t ok_unplaced; /* HANDSHAKE_SUCCEEDED events not matched to one of them */
     s_agency_t *agencies;
     size_t n_agencies, cap_agencies;
 };
@@ -87,6 +101,55 @@ static void s_forget_owner(peers_t *self, s_conn_t *c)
     c->admitted = false;
 }
 
+/* The peer of socket fd as ip:port ("[ip]:port" for IPv6), "-" when fd is
+ * not a connected IP socket (closed, reused by a file, a Unix socket). */
+static void s_peer_address(int fd, char addr[PEERS_ADDR_MAX])
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char ip[INET6_ADDRSTRLEN];
+    snprintf(addr, PEERS_ADDR_MAX, "-");
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        if (inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip))
+            snprintf(addr, PEERS_ADDR_MAX, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        if (inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip))
+            snprintf(addr, PEERS_ADDR_MAX, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
+    }
+}
+
+/* Mark every pending connection completed when the successes read account
+ * for all of them; a scan, done only when that happens (once per handshake
+ * at most). */
+static void s_settle(peers_t *self)
+{
+    if (self->ok_unplaced > self->n_pending)
+        self->ok_unplaced = self->n_pending;
+    if (self->n_pending == 0 || self->ok_unplaced < self->n_pending)
+        return;
+    for (size_t fd = 0; fd < self->cap; fd++)
+        if (self->conns[fd].open)
+            self->conns[fd].handshaken = true;
+    self->n_pending = 0;
+    self->ok_unplaced = 0;
+}
+
+/* Connection c completed its handshake (its first message came). */
+static void s_handshaken(peers_t *self, s_conn_t *c)
+{
+    if (c->handshaken)
+        return;
+    c->handshaken = true;
+    self->n_pending--;
+    if (self->ok_unplaced)
+        self->ok_unplaced--;
+    s_settle(self);
+}
+
 void peers_accepted(peers_t *self, int fd)
 {
     if (fd < 0 || s_reserve(self, fd) != 0)
@@ -95,17 +158,40 @@ void peers_accepted(peers_t *self, int fd)
     s_forget_owner(self, c);
     if (!c->open)
         self->n_open++;
+    else if (!c->handshaken)
+        self->n_pending--;
     c->open = true;
+    c->handshaken = false;
+    self->n_pending++;
+    s_peer_address(fd, c->addr);
 }
 
-void peers_disconnected(peers_t *self, int fd)
+void peers_handshake_ok(peers_t *self)
 {
+    self->ok_unplaced++;
+    s_settle(self);
+}
+
+bool peers_handshaken(const peers_t *self, int fd)
+{
+    return fd >= 0 && (size_t)fd < self->cap && self->conns[fd].open && self->conns[fd].handshaken;
+}
+
+peers_closed_t peers_disconnected(peers_t *self, int fd, char addr[PEERS_ADDR_MAX])
+{
+    snprintf(addr, PEERS_ADDR_MAX, "-");
     if (fd < 0 || (size_t)fd >= self->cap || !self->conns[fd].open)
-        return;
+        return PEERS_CLOSED_UNKNOWN;
     s_conn_t *c = &self->conns[fd];
+    snprintf(addr, PEERS_ADDR_MAX, "%s", c->addr);
     s_forget_owner(self, c);
     c->open = false;
     self->n_open--;
+    if (c->handshaken)
+        return PEERS_CLOSED;
+    self->n_pending--;
+    s_settle(self);
+    return PEERS_CLOSED_EARLY;
 }
 
 static uint64_t s_hash(const wire_peer_t *peer)
@@ -141,6 +227,7 @@ bool peers_seen(peers_t *self, int fd, const wire_peer_t *peer, const char *agen
     if (fd < 0 || (size_t)fd >= self->cap || !self->conns[fd].open)
         return false;
     s_conn_t *c = &self->conns[fd];
+    s_handshaken(self, c);
     uint64_t h = s_hash(peer);
     if (c->identified && c->rid_hash == h)
         return true;

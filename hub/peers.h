@@ -21,6 +21,25 @@
  * event is read, which libzmq sends for every accepted connection when it
  * closes (a failed handshake included).
  *
+ * Each connection also keeps the peer's address (ip:port), read with
+ * getpeername when ACCEPTED is read, and whether its handshake completed, so
+ * that a connection closing without one can be reported with its address
+ * (random bytes leave libzmq's monitor silent but for ACCEPTED and
+ * DISCONNECTED). Two limits of the monitor shape this:
+ *   - ACCEPTED is read some time after libzmq accepted the connection: if it
+ *     closed meanwhile, the descriptor may be closed ("-" is recorded) or
+ *     already reused by another connection or file (its address, or "-",
+ *     is recorded). A connection libzmq drops at once (bytes sent with the
+ *     connect) often loses that race when the hub is busy.
+ *   - HANDSHAKE_SUCCEEDED does not name the descriptor (libzmq 4.3.4 gives 0).
+ *     A connection is known to have completed its handshake when its first
+ *     message arrives, or when the successes read outnumber or equal the
+ *     connections still unaccounted for (all of them completed). A
+ *     connection that closes while other handshakes complete at the same
+ *     time, without having sent a message, may therefore be reported as
+ *     closed before its handshake, or a garbage one not reported; the
+ *     bookkeeping settles whenever no connection is in that state.
+ *
  * The table also holds, per connection, whether it is admitted as one of its
  * agency's connections under the ceiling hub/quota.h enforces
  * (peers_admit): the places of an agency are freed by the same events that
@@ -45,10 +64,29 @@ peers_t *peers_new(void);
 /* Free; NULL-safe; nulls *self_p. */
 void peers_destroy(peers_t **self_p);
 
-/* The monitor reported connection fd accepted (its owner still unknown). */
+/* Longest address recorded, with its terminating NUL ("[v6]:port"). */
+#define PEERS_ADDR_MAX 64
+
+/* The monitor reported connection fd accepted (its owner still unknown);
+ * records the peer's address (getpeername; "-" when that fails). */
 void peers_accepted(peers_t *self, int fd);
-/* The monitor reported connection fd closed. */
-void peers_disconnected(peers_t *self, int fd);
+/* The monitor reported a handshake completed, on a connection it does not
+ * name (ZMQ_EVENT_HANDSHAKE_SUCCEEDED). */
+void peers_handshake_ok(peers_t *self);
+/* Did connection fd complete its handshake, as far as is known? (false for
+ * an fd not open). The router reads the monitor before a connection's first
+ * message is labelled, so that its HANDSHAKE_SUCCEEDED has been counted. */
+bool peers_handshaken(const peers_t *self, int fd);
+
+typedef enum {
+    PEERS_CLOSED,          /* a connection that completed its handshake */
+    PEERS_CLOSED_EARLY,    /* a connection that never completed its handshake */
+    PEERS_CLOSED_UNKNOWN,  /* fd was not an open connection */
+} peers_closed_t;
+
+/* The monitor reported connection fd closed. addr (PEERS_ADDR_MAX bytes)
+ * receives the peer's address recorded at ACCEPTED, "-" when none. */
+peers_closed_t peers_disconnected(peers_t *self, int fd, char addr[PEERS_ADDR_MAX]);
 
 /* A message of agency arrived from peer over connection fd (ZMQ_SRCFD; a
  * negative fd is ignored), whose handshake admitted key (Z85; NULL or "" when

@@ -9,7 +9,8 @@
  *
  * A socket monitor on the ROUTER reports handshakes that fail inside libzmq
  * (s_on_monitor): the only trace of garbage, a wrong mechanism, a wrong
- * server key or a timeout, which never reach the ZAP handler.
+ * server key or a timeout, which never reach the ZAP handler; they are
+ * logged with the peer's address when the connection closes.
  */
 #include "router.h"
 
@@ -50,7 +51,7 @@
 #define MONITOR_ENDPOINT "inproc://civibus-monitor"
 #define MONITOR_EVENTS                                                                                          \
     (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | \
-     ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)
+     ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)
 #define READ_BURST 4096       /* messages read before the batch is committed */
 #define REPLAY_MAX_BYTES (128 * 1024)
 /* Messages queued per peer, each way. Publish replies must not be dropped
@@ -97,7 +98,7 @@ typedef struct {
     uint64_t commits;
     uint64_t replies_lost;
     uint64_t key_refused; /* messages of a key revoked or expired since its handshake */
-    uint64_t handshakes_failed; /* every failure the monitor saw, ZAP refusals included */
+    uint64_t handshakes_failed; /* every failure the monitor saw, ZAP refusals and closes before a handshake included */
 } s_stats_t;
 
 struct router {
@@ -112,6 +113,10 @@ struct router {
     subs_t *subs;
     metrics_t *metrics;
     peers_t *peers; /* who is connected, from the monitor and the messages */
+    /* The last HANDSHAKE_FAILED event read, waiting for the DISCONNECTED
+     * that follows it and names the connection (fail_event 0: none). */
+    uint16_t fail_event;
+    uint32_t fail_code;
     quota_t *quota; /* per-agency ceilings; its connections are peers' */
     http_t *http;   /* borrowed; NULL: no monitoring endpoint */
     char endpoint[256];
@@ -931,14 +936,16 @@ static void s_on_monitor(router_t *self);
 
 /* Label the connection a message came over (peers). A client that connects
  * and sends at once can have its message read in the turn that accepted it,
- * before the monitor's ACCEPTED event: read the monitor then, once. A
- * connection still unknown has closed since. */
+ * before the monitor's ACCEPTED event; and its HANDSHAKE_SUCCEEDED, sent
+ * before its first message, must be counted before that message marks it
+ * handshaken. So the monitor is read before a connection's first message
+ * (once per connection: peers_handshaken is an array index). A connection
+ * still unknown then has closed since. */
 static void s_seen(router_t *self, int fd, const wire_peer_t *peer, const char *agency, const char *key)
 {
-    if (!peers_seen(self->peers, fd, peer, agency, key) && self->monitor) {
+    if (self->monitor && !peers_handshaken(self->peers, fd))
         s_on_monitor(self);
-        peers_seen(self->peers, fd, peer, agency, key);
-    }
+    peers_seen(self->peers, fd, peer, agency, key);
 }
 
 /* Read one message. Returns 1 when one was handled, 0 when none was waiting,
@@ -1095,12 +1102,52 @@ static int s_monitor_read(router_t *self, uint16_t *event, uint32_t *value, char
     return 1;
 }
 
-/* Read the monitor's events: connections opened and closed go to peers,
- * and every handshake libzmq gave up on is counted and logged. A ZAP
- * refusal (HANDSHAKE_FAILED_AUTH) is counted but not logged again: the ZAP
- * handler already wrote handshake_refused with the agency and key, which
- * this event lacks. Everything else never reached ZAP and has only this
- * line. */
+/* Log a handshake libzmq gave up on, with the peer's address when known.
+ * The code is an errno for no_detail, a ZMQ_PROTOCOL_ERROR_* for protocol
+ * (hex reads better: 0x11000002 is a mechanism mismatch). libzmq's v1
+ * monitor names the hub's listening endpoint, hence endpoint= as well. */
+static void s_log_handshake_failed(uint16_t event, uint32_t code, const char *peer, const char *endpoint)
+{
+    char address[300];
+    log_quote(endpoint[0] ? endpoint : "-", address, sizeof address);
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        log_limited(LOG_WARN, "router", "router.handshake", "event=handshake_failed reason=no_detail code=%" PRIu32
+                    " peer=%s endpoint=%s", code, peer, address);
+    else
+        log_limited(LOG_WARN, "router", "router.handshake", "event=handshake_failed reason=protocol code=0x%08" PRIx32
+                    " peer=%s endpoint=%s", code, peer, address);
+}
+
+/* A connection closed (DISCONNECTED names it): report the failed handshake
+ * read just before, or a connection that ended without any, with the peer's
+ * address recorded at ACCEPTED. libzmq (one I/O thread) sends a failure
+ * event immediately before the DISCONNECTED of the same connection; random
+ * bytes (taken for ZMTP 1.0 and dropped, ZAP being enforced) send none. A
+ * ZAP refusal (HANDSHAKE_FAILED_AUTH) is counted but not logged again: the
+ * ZAP handler already wrote handshake_refused with the agency, key and
+ * address. */
+static void s_on_closed(router_t *self, int fd, const char *endpoint)
+{
+    char peer[PEERS_ADDR_MAX], quoted[PEERS_ADDR_MAX + 8];
+    peers_closed_t closed = peers_disconnected(self->peers, fd, peer);
+    log_quote(peer, quoted, sizeof quoted);
+    uint16_t failed = self->fail_event;
+    self->fail_event = 0;
+    if (failed) {
+        if (failed != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            s_log_handshake_failed(failed, self->fail_code, quoted, endpoint);
+        return;
+    }
+    if (closed != PEERS_CLOSED_EARLY)
+        return;
+    self->stats.handshakes_failed++;
+    metrics_auth_failure(self->metrics, METRICS_HANDSHAKE_FAILED);
+    log_limited(LOG_WARN, "router", "router.no_handshake", "event=connection_closed_before_handshake peer=%s", quoted);
+}
+
+/* Read the monitor's events: connections opened, completing their handshake
+ * and closed go to peers, and every handshake libzmq gave up on is counted
+ * and logged when its connection closes (s_on_closed). */
 static void s_on_monitor(router_t *self)
 {
     uint16_t event;
@@ -1108,34 +1155,35 @@ static void s_on_monitor(router_t *self)
     char addr[256];
     bool closed = false;
     for (int i = 0; i < READ_BURST && s_monitor_read(self, &event, &value, addr, sizeof addr); i++) {
-        /* Both carry the connection's file descriptor. */
-        if (event == ZMQ_EVENT_ACCEPTED) {
-            peers_accepted(self->peers, (int)value);
-        } else if (event == ZMQ_EVENT_DISCONNECTED) {
-            peers_disconnected(self->peers, (int)value);
-            closed = true;
+        if (self->fail_event && event != ZMQ_EVENT_DISCONNECTED) {
+            /* Not followed by its connection's close: log it unnamed. */
+            if (self->fail_event != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+                s_log_handshake_failed(self->fail_event, self->fail_code, "-", addr);
+            self->fail_event = 0;
         }
-        const char *reason = event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ? "no_detail"
-                             : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol"
-                             : event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH     ? "auth"
-                                                                            : NULL;
-        if (!reason)
-            continue;
-        self->stats.handshakes_failed++;
-        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
-            continue;
-        metrics_auth_failure(self->metrics, METRICS_HANDSHAKE_FAILED);
-        /* The code is an errno for no_detail, a ZMQ_PROTOCOL_ERROR_* for
-         * protocol (hex reads better: 0x11000002 is a mechanism mismatch).
-         * libzmq's v1 monitor names the hub's listening endpoint, not the
-         * peer, hence endpoint= rather than auth's address=. */
-        char address[300];
-        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-            log_limited(LOG_WARN, "router", "router.handshake", "event=handshake_failed reason=%s code=%" PRIu32
-                        " endpoint=%s", reason, value, log_quote(addr[0] ? addr : "-", address, sizeof address));
-        else
-            log_limited(LOG_WARN, "router", "router.handshake", "event=handshake_failed reason=%s code=0x%08" PRIx32
-                        " endpoint=%s", reason, value, log_quote(addr[0] ? addr : "-", address, sizeof address));
+        switch (event) {
+        case ZMQ_EVENT_ACCEPTED: /* value: the connection's descriptor */
+            peers_accepted(self->peers, (int)value);
+            break;
+        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: /* value: 0, not the descriptor */
+            peers_handshake_ok(self->peers);
+            break;
+        case ZMQ_EVENT_DISCONNECTED: /* value: the connection's descriptor */
+            s_on_closed(self, (int)value, addr);
+            closed = true;
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+            self->stats.handshakes_failed++;
+            if (event != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+                metrics_auth_failure(self->metrics, METRICS_HANDSHAKE_FAILED);
+            self->fail_event = event;
+            self->fail_code = value;
+            break;
+        default:
+            break;
+        }
     }
     /* A place under an agency's ceiling may be free again. */
     if (closed && self->quota)

@@ -363,14 +363,53 @@ static void test_peers(void **state)
     /* Without a connection or a count an agency does not show. */
     assert_null(strstr(f->report.prometheus, "agency=\"tax-office\""));
     s_has_line(f->report.prometheus, "civibus_connections_open 2");
-    peers_disconnected(p, 7);
-    peers_disconnected(p, 7); /* twice: no effect */
-    peers_disconnected(p, 12345);
+    char addr[PEERS_ADDR_MAX];
+    assert_int_equal(peers_disconnected(p, 7, addr), PEERS_CLOSED);
+    assert_int_equal(peers_disconnected(p, 7, addr), PEERS_CLOSED_UNKNOWN); /* twice: no effect */
+    assert_string_equal(addr, "-");
+    assert_int_equal(peers_disconnected(p, 12345, addr), PEERS_CLOSED_UNKNOWN);
     assert_int_equal(peers_open(p), 1);
     assert_int_equal(peers_count(p, "agency-b"), 1);
-    peers_disconnected(p, 300);
+    peers_disconnected(p, 300, addr);
     assert_int_equal(peers_open(p), 0);
     assert_int_equal(peers_count(p, "agency-b"), 0);
+}
+
+/* Which connections completed their handshake, when the success events
+ * name none: a first message proves one, successes covering every pending
+ * connection prove them all, the rest closed before a handshake. */
+static void test_peers_handshakes(void **state)
+{
+    fixture_t *f = *state;
+    peers_t *p = f->peers;
+    wire_peer_t a = {.id = {0, 0, 0, 0, 1}, .len = 5};
+    char addr[PEERS_ADDR_MAX];
+    peers_accepted(p, 1000); /* not a socket: no address */
+    peers_accepted(p, 1001);
+    assert_false(peers_handshaken(p, 1000));
+    peers_handshake_ok(p); /* one of the two: which is unknown */
+    assert_false(peers_handshaken(p, 1000));
+    assert_false(peers_handshaken(p, 1001));
+    assert_true(peers_seen(p, 1000, &a, "tax-office", "k1")); /* its first message: that one */
+    assert_true(peers_handshaken(p, 1000));
+    assert_false(peers_handshaken(p, 1001));
+    assert_int_equal(peers_disconnected(p, 1001, addr), PEERS_CLOSED_EARLY);
+    assert_string_equal(addr, "-");
+    /* A success when one connection is pending is that one's. */
+    peers_accepted(p, 1002);
+    peers_handshake_ok(p);
+    assert_true(peers_handshaken(p, 1002));
+    assert_int_equal(peers_disconnected(p, 1002, addr), PEERS_CLOSED);
+    /* A success left over (its connection proven by a message first) does
+     * not outlive the pending connections. */
+    peers_accepted(p, 1003);
+    peers_handshake_ok(p);
+    peers_accepted(p, 1004);
+    assert_false(peers_handshaken(p, 1004));
+    assert_int_equal(peers_disconnected(p, 1004, addr), PEERS_CLOSED_EARLY);
+    assert_int_equal(peers_disconnected(p, 1003, addr), PEERS_CLOSED);
+    assert_int_equal(peers_disconnected(p, 1000, addr), PEERS_CLOSED);
+    assert_int_equal(peers_open(p), 0);
 }
 
 /* For quota: which agencies auth was told are full. */
@@ -434,7 +473,8 @@ static void test_quota_ceilings(void **state)
     assert_int_equal(peers_admitted(p, "tax-office"), 2);
     assert_int_equal(peers_count(p, "tax-office"), 4);
     /* A closed connection frees its place at once. */
-    peers_disconnected(p, 11);
+    char addr[PEERS_ADDR_MAX];
+    assert_int_equal(peers_disconnected(p, 11, addr), PEERS_CLOSED);
     quota_refresh(q);
     assert_int_equal(seen.n, 0);
     assert_int_equal(quota_connection(q, 12, "tax-office", reason, sizeof reason), QUOTA_OK);
@@ -479,7 +519,7 @@ static void test_quota_ceilings(void **state)
     quota_destroy(&q);
     assert_null(q);
     for (int i = 0; i < 4; i++)
-        peers_disconnected(p, 10 + i);
+        peers_disconnected(p, 10 + i, addr);
 }
 
 int main(void)
@@ -490,6 +530,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_readiness_and_warnings, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_saved_subscription_lag, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_peers, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_peers_handshakes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_quota_ceilings, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
