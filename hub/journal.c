@@ -151,7 +151,7 @@ struct journal {
     int64_t last_received_at;  /* received_at of last_seq, 0 when empty */
     uint8_t last_chain[LOGFILE_CHAIN_LEN]; /* chain hash of last_seq, zeros when empty */
     crypto_sha256_t *hasher;   /* reused for every chain hash */
-    char *scratch;             /* cursor_each's copy of one cursor */
+    char *scratch;             /* copies of one cursor or dead letter (s_scratch) */
     size_t scratch_cap;
     bool prefill;              /* keep written space ahead of the log (durable mode) */
     uint64_t file_size;        /* data.mdb's size as last seen or written */
@@ -341,6 +341,28 @@ static int s_read_begin(journal_t *self, MDB_txn **txn)
         }
     }
     return JOURNAL_OK;
+}
+
+/* Begin a read transaction and open a cursor on dbi in it; on failure
+ * nothing stays open. s_read_end closes both. */
+static int s_read_cursor(journal_t *self, MDB_dbi dbi, MDB_txn **txn, MDB_cursor **cur)
+{
+    int jrc = s_read_begin(self, txn);
+    if (jrc)
+        return jrc;
+    int rc = mdb_cursor_open(*txn, dbi, cur);
+    if (rc) {
+        mdb_txn_abort(*txn);
+        *txn = NULL;
+        return s_fail("cursor_open", rc);
+    }
+    return JOURNAL_OK;
+}
+
+static void s_read_end(MDB_txn *txn, MDB_cursor *cur)
+{
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
 }
 
 /* Make a directory entry durable: fsync the directory holding it. */
@@ -548,16 +570,12 @@ static int s_dedup_rebuild(journal_t *self, uint64_t window)
         if (from < self->first_seq)
             from = self->first_seq;
         MDB_txn *txn;
-        int jrc = s_read_begin(self, &txn);
+        MDB_cursor *cur;
+        int jrc = s_read_cursor(self, self->log_db, &txn, &cur);
         if (jrc)
             return jrc;
-        MDB_cursor *cur;
-        int rc = mdb_cursor_open(txn, self->log_db, &cur);
-        if (rc) {
-            mdb_txn_abort(txn);
-            return s_fail("cursor_open", rc);
-        }
         MDB_val key = {sizeof from, &from}, val;
+        int rc;
         for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
              rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
             uint64_t seq = 0;
@@ -574,8 +592,7 @@ static int s_dedup_rebuild(journal_t *self, uint64_t window)
             dedup_insert(self->dedup, h, seq);
             count++;
         }
-        mdb_cursor_close(cur);
-        mdb_txn_abort(txn);
+        s_read_end(txn, cur);
         if (rc != MDB_NOTFOUND)
             return s_fail("dedup_rebuild", rc);
     }
@@ -1076,26 +1093,19 @@ static int s_checkpoint_read(journal_t *self, uint64_t seq, MDB_cursor_op op, lo
     if (!self->has_checkpoints)
         return JOURNAL_NOTFOUND;
     MDB_txn *txn;
-    int jrc = s_read_begin(self, &txn);
+    MDB_cursor *cur;
+    int jrc = s_read_cursor(self, self->checkpoints_db, &txn, &cur);
     if (jrc)
         return jrc;
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, self->checkpoints_db, &cur);
-    if (rc) {
-        jrc = s_fail("cursor_open", rc);
-        goto abort_txn;
-    }
     MDB_val key = {sizeof seq, &seq}, val;
-    rc = mdb_cursor_get(cur, &key, &val, op);
+    int rc = mdb_cursor_get(cur, &key, &val, op);
     if (rc == MDB_NOTFOUND)
         jrc = JOURNAL_NOTFOUND;
     else if (rc)
         jrc = s_fail("checkpoint_get", rc);
     else if (logfile_checkpoint_decode(val.mv_data, val.mv_size, out) != LOGFILE_OK)
         jrc = s_corrupt("checkpoint", seq);
-    mdb_cursor_close(cur);
-abort_txn:
-    mdb_txn_abort(txn);
+    s_read_end(txn, cur);
     return jrc;
 }
 
@@ -1117,15 +1127,11 @@ int journal_scan(journal_t *self, uint64_t from, size_t max, journal_visit_fn vi
 {
     assert(self && visit);
     MDB_txn *txn;
-    int jrc = s_read_begin(self, &txn);
+    MDB_cursor *cur;
+    int jrc = s_read_cursor(self, self->log_db, &txn, &cur);
     if (jrc)
         return jrc;
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, self->log_db, &cur);
-    if (rc) {
-        jrc = s_fail("cursor_open", rc);
-        goto abort_txn;
-    }
+    int rc;
     MDB_val key = {sizeof from, &from}, val;
     size_t count = 0;
     for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
@@ -1150,9 +1156,7 @@ int journal_scan(journal_t *self, uint64_t from, size_t max, journal_visit_fn vi
     if (rc != MDB_NOTFOUND)
         jrc = s_fail("scan", rc);
 close_cursor:
-    mdb_cursor_close(cur);
-abort_txn:
-    mdb_txn_abort(txn);
+    s_read_end(txn, cur);
     return jrc;
 }
 
@@ -1195,6 +1199,19 @@ abort_txn:
     return jrc;
 }
 
+/* The scratch buffer grown to at least need bytes; NULL when out of memory. */
+static char *s_scratch(journal_t *self, size_t need)
+{
+    if (need > self->scratch_cap) {
+        char *p = realloc(self->scratch, need);
+        if (!p)
+            return NULL;
+        self->scratch = p;
+        self->scratch_cap = need;
+    }
+    return self->scratch;
+}
+
 /* Split a cursor record into a journal_cursor_t whose strings live in the
  * journal's scratch buffer (valid until the next call that uses it). */
 static int s_cursor_parse(journal_t *self, const MDB_val *key, const MDB_val *val,
@@ -1205,14 +1222,9 @@ static int s_cursor_parse(journal_t *self, const MDB_val *key, const MDB_val *va
         return s_corrupt("cursor", 0);
     size_t flen = val->mv_size - CURSOR_HDR;
     size_t need = key->mv_size + 1 + flen + 1;
-    if (need > self->scratch_cap) {
-        char *p = realloc(self->scratch, need);
-        if (!p)
-            return JOURNAL_IO;
-        self->scratch = p;
-        self->scratch_cap = need;
-    }
-    char *s = self->scratch;
+    char *s = s_scratch(self, need);
+    if (!s)
+        return JOURNAL_IO;
     memcpy(s, key->mv_data, key->mv_size);
     s[key->mv_size] = '\0';
     memcpy(s + key->mv_size + 1, (const uint8_t *)val->mv_data + CURSOR_HDR, flen);
@@ -1271,15 +1283,11 @@ int journal_cursor_each(journal_t *self, journal_cursor_fn fn, void *arg)
 {
     assert(self && fn);
     MDB_txn *txn;
-    int jrc = s_read_begin(self, &txn);
+    MDB_cursor *cur;
+    int jrc = s_read_cursor(self, self->cursors_db, &txn, &cur);
     if (jrc)
         return jrc;
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, self->cursors_db, &cur);
-    if (rc) {
-        jrc = s_fail("cursor_open", rc);
-        goto abort_txn;
-    }
+    int rc;
     MDB_val key, val;
     for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
@@ -1295,9 +1303,7 @@ int journal_cursor_each(journal_t *self, journal_cursor_fn fn, void *arg)
     if (rc != MDB_NOTFOUND)
         jrc = s_fail("cursor_each", rc);
 close_cursor:
-    mdb_cursor_close(cur);
-abort_txn:
-    mdb_txn_abort(txn);
+    s_read_end(txn, cur);
     return jrc;
 }
 
@@ -1373,14 +1379,9 @@ static int s_dl_parse(journal_t *self, const MDB_val *key, const MDB_val *val, j
         return s_corrupt("dead_letter", 0);
     size_t head = (size_t)(sep2 + 1 - k), rlen = val->mv_size - DL_HDR;
     size_t need = head + rlen + 1;
-    if (need > self->scratch_cap) {
-        char *p = realloc(self->scratch, need);
-        if (!p)
-            return JOURNAL_IO;
-        self->scratch = p;
-        self->scratch_cap = need;
-    }
-    char *out = self->scratch;
+    char *out = s_scratch(self, need);
+    if (!out)
+        return JOURNAL_IO;
     memcpy(out, k, head); /* both NUL-terminated by their separators */
     memcpy(out + head, (const uint8_t *)val->mv_data + DL_HDR, rlen);
     out[head + rlen] = '\0';
@@ -1512,17 +1513,12 @@ int journal_dead_letters_each(journal_t *self, const char *agency, const char *n
     if (!self->has_dead_letters)
         return JOURNAL_OK;
     MDB_txn *txn;
-    int jrc = s_read_begin(self, &txn);
+    MDB_cursor *cur;
+    int jrc = s_read_cursor(self, self->dead_letters_db, &txn, &cur);
     if (jrc)
         return jrc;
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, self->dead_letters_db, &cur);
-    if (rc) {
-        jrc = s_fail("cursor_open", rc);
-        goto abort_txn;
-    }
     MDB_val key = {klen, kbuf}, val;
-    rc = mdb_cursor_get(cur, &key, &val, agency ? MDB_SET_RANGE : MDB_FIRST);
+    int rc = mdb_cursor_get(cur, &key, &val, agency ? MDB_SET_RANGE : MDB_FIRST);
     for (; rc == 0; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
         if (agency && (key.mv_size < plen || memcmp(key.mv_data, kbuf, plen) != 0))
             break; /* past the subscription's records */
@@ -1540,9 +1536,7 @@ int journal_dead_letters_each(journal_t *self, const char *agency, const char *n
     if (rc && rc != MDB_NOTFOUND)
         jrc = s_fail("dead_letters_each", rc);
 close_cursor:
-    mdb_cursor_close(cur);
-abort_txn:
-    mdb_txn_abort(txn);
+    s_read_end(txn, cur);
     return jrc;
 }
 

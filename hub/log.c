@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crypto.h"
+
 #define LIMIT_SLOTS 64
 #define LIMIT_KEY_MAX 48
 #define LIMIT_MODULE_MAX 16
@@ -228,17 +230,6 @@ static bool s_key_char(char c)
            c == '-';
 }
 
-static int s_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* A JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?, at most 20 characters. */
 static bool s_is_number(const char *v, size_t n)
 {
@@ -318,8 +309,8 @@ static void s_json_pairs(s_out_t *o, const char *kv, bool *open)
         if (quoted) {
             p++;
             while (*p && *p != '"' && vn < sizeof val) {
-                if (*p == '\\' && p[1] == 'x' && s_hexval(p[2]) >= 0 && s_hexval(p[3]) >= 0) {
-                    val[vn++] = (char)(s_hexval(p[2]) << 4 | s_hexval(p[3]));
+                if (*p == '\\' && p[1] == 'x' && crypto_hexval(p[2]) >= 0 && crypto_hexval(p[3]) >= 0) {
+                    val[vn++] = (char)(crypto_hexval(p[2]) << 4 | crypto_hexval(p[3]));
                     p += 4;
                 } else if (*p == '\\' && p[1]) {
                     val[vn++] = p[1];

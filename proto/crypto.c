@@ -335,6 +335,17 @@ void crypto_hex(const uint8_t *bytes, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
+int crypto_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 void crypto_key_id_hex(const crypto_key_t *self, char out[CRYPTO_KEYID_HEX])
 {
     uint8_t id[CRYPTO_KEYID_LEN];

@@ -86,6 +86,8 @@ void crypto_key_id(const crypto_key_t *self, uint8_t out[CRYPTO_KEYID_LEN]);
 void crypto_key_id_hex(const crypto_key_t *self, char out[CRYPTO_KEYID_HEX]);
 /* Hex of len bytes into out (2 * len + 1 bytes). */
 void crypto_hex(const uint8_t *bytes, size_t len, char *out);
+/* The value of one hex digit (either case), or -1 when c is not one. */
+int crypto_hexval(char c);
 
 /* Sign len bytes (Ed25519, pure: no pre-hash). Returns CRYPTO_OK,
  * CRYPTO_FORMAT (the key has no secret half) or CRYPTO_INTERNAL. */

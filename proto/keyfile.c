@@ -234,17 +234,6 @@ static int s_key_line(keyfile_t *out, char *val, bool revoked, const s_where_t *
     return KEYFILE_OK;
 }
 
-static int s_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Where the signing keys of a file go: an agency file's few, or the hub's
  * list (keyfile_hub_t). */
 typedef struct {
@@ -266,7 +255,7 @@ static int s_sign_line(const s_signs_t *to, char *val, bool revoked, const s_whe
     if (strlen(val) != 2 * KEYFILE_SIGN_LEN)
         S_FAIL(w, "%s is not a 64-hex-digit Ed25519 public key", what);
     for (int i = 0; i < KEYFILE_SIGN_LEN; i++) {
-        int hi = s_hexval(val[2 * i]), lo = s_hexval(val[2 * i + 1]);
+        int hi = crypto_hexval(val[2 * i]), lo = crypto_hexval(val[2 * i + 1]);
         if (hi < 0 || lo < 0)
             S_FAIL(w, "%s is not a 64-hex-digit Ed25519 public key", what);
         k.pub[i] = (uint8_t)(hi << 4 | lo);

@@ -108,12 +108,7 @@ static int s_fetch(int argc, char **argv)
     cli_conn_t conn = {0};
     const char *out = NULL, *sign_key = NULL, *registry = NULL;
     int c;
-    while ((c = cli_getopt(argc, argv, s_longopts)) != -1) {
-        int r = cli_conn_option(&conn, c, optarg);
-        if (r < 0)
-            return CLI_EXIT_USAGE;
-        if (r > 0)
-            continue;
+    while ((c = cli_getopt_conn(argc, argv, s_longopts, &conn)) != -1) {
         switch (c) {
         case CLI_OPT_HELP: s_usage(stdout); return CLI_EXIT_OK;
         case S_OPT_OUT: out = optarg; break;

@@ -183,12 +183,7 @@ int cmd_deadletters(int argc, char **argv)
     bool all = false, has_after = false;
     uint64_t after = 0, limit = 0;
     int c;
-    while ((c = cli_getopt(argc, argv, s_longopts)) != -1) {
-        int r = cli_conn_option(&conn, c, optarg);
-        if (r < 0)
-            return CLI_EXIT_USAGE;
-        if (r > 0)
-            continue;
+    while ((c = cli_getopt_conn(argc, argv, s_longopts, &conn)) != -1) {
         switch (c) {
         case CLI_OPT_HELP: s_usage(); return CLI_EXIT_OK;
         case S_OPT_NAME: name = optarg; break;

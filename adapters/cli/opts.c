@@ -64,7 +64,9 @@ static int s_parse_timeout(const char *what, const char *s, int *out)
     return 0;
 }
 
-int cli_conn_option(cli_conn_t *conn, int opt, const char *arg)
+/* If opt is one of the hub options, store it and return 1; return 0 when it
+ * is not one, or -1 after printing a message when its argument is invalid. */
+static int s_conn_option(cli_conn_t *conn, int opt, const char *arg)
 {
     switch (opt) {
     case CLI_OPT_HUB: conn->hub = arg; return 1;
@@ -73,6 +75,19 @@ int cli_conn_option(cli_conn_t *conn, int opt, const char *arg)
     case CLI_OPT_TIMEOUT: return s_parse_timeout("--timeout", arg, &conn->timeout_ms) == 0 ? 1 : -1;
     default: return 0;
     }
+}
+
+int cli_getopt_conn(int argc, char **argv, const struct option *longopts, cli_conn_t *conn)
+{
+    int c;
+    while ((c = cli_getopt(argc, argv, longopts)) != -1) {
+        int r = s_conn_option(conn, c, optarg);
+        if (r < 0)
+            return '?';
+        if (r == 0)
+            return c;
+    }
+    return -1;
 }
 
 static const char *s_env(const char *name)

@@ -57,9 +57,10 @@ typedef struct {
  * unknown option, a missing argument or a stray positional argument. */
 int cli_getopt(int argc, char **argv, const struct option *longopts);
 
-/* If opt is one of the hub options, store it and return 1; return 0 when it
- * is not one, or -1 after printing a message when its argument is invalid. */
-int cli_conn_option(cli_conn_t *conn, int opt, const char *arg);
+/* As cli_getopt for a command that talks to a hub: the hub options are
+ * stored in conn as they come, and the command sees only its own. Returns
+ * '?' also after printing a message about a hub option's invalid argument. */
+int cli_getopt_conn(int argc, char **argv, const struct option *longopts, cli_conn_t *conn);
 
 /* Fill what the flags left unset from the environment and check that
  * everything needed is there. Returns 0, or CLI_EXIT_USAGE after printing. */

@@ -560,12 +560,7 @@ int cmd_publish(int argc, char **argv)
     const char *occurred = NULL;
     bool from_stdin = false, single = false;
     int c;
-    while ((c = cli_getopt(argc, argv, s_longopts)) != -1) {
-        int r = cli_conn_option(&conn, c, optarg);
-        if (r < 0)
-            return CLI_EXIT_USAGE;
-        if (r > 0)
-            continue;
+    while ((c = cli_getopt_conn(argc, argv, s_longopts, &conn)) != -1) {
         if (c >= S_OPT_TYPE && c < S_OPT_STDIN)
             single = true;
         switch (c) {

@@ -147,12 +147,7 @@ int cmd_status(int argc, char **argv)
     bool as_json = false;
     const char *http = NULL;
     int c;
-    while ((c = cli_getopt(argc, argv, s_longopts)) != -1) {
-        int r = cli_conn_option(&conn, c, optarg);
-        if (r < 0)
-            return CLI_EXIT_USAGE;
-        if (r > 0)
-            continue;
+    while ((c = cli_getopt_conn(argc, argv, s_longopts, &conn)) != -1) {
         switch (c) {
         case CLI_OPT_HELP: s_usage(); return CLI_EXIT_OK;
         case S_OPT_JSON: as_json = true; break;

@@ -282,12 +282,7 @@ int cmd_tail(int argc, char **argv)
     bool verify = false;
     const char *registry = NULL;
     int c;
-    while ((c = cli_getopt(argc, argv, s_tail_opts)) != -1) {
-        int r = cli_conn_option(&conn, c, optarg);
-        if (r < 0)
-            return CLI_EXIT_USAGE;
-        if (r > 0)
-            continue;
+    while ((c = cli_getopt_conn(argc, argv, s_tail_opts, &conn)) != -1) {
         switch (c) {
         case CLI_OPT_HELP: s_tail_usage(); return CLI_EXIT_OK;
         case S_OPT_NAME: name = optarg; break;
@@ -365,12 +360,7 @@ int cmd_replay(int argc, char **argv)
     bool verify = false;
     const char *registry = NULL;
     int c;
-    while ((c = cli_getopt(argc, argv, s_replay_opts)) != -1) {
-        int r = cli_conn_option(&conn, c, optarg);
-        if (r < 0)
-            return CLI_EXIT_USAGE;
-        if (r > 0)
-            continue;
+    while ((c = cli_getopt_conn(argc, argv, s_replay_opts, &conn)) != -1) {
         switch (c) {
         case CLI_OPT_HELP: s_replay_usage(); return CLI_EXIT_OK;
         case S_OPT_FROM: {
