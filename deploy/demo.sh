@@ -111,6 +111,9 @@ sleep 1.2 # the hub renders its monitoring documents once a second
 "$CLI" status --http "$http" | show
 echo "   Operators: the status page is at http://$http/ (metrics at /metrics) while the hub runs."
 
+echo "   An auditor at the tax office keeps the hub's signed checkpoints outside the hub:"
+as $TAX checkpoint fetch --out "$WORK/tax-office.witness" --hub-sign-key "$KEYS/hub-sign.pub" 2>&1 | show
+
 step "9. Clean shutdown (SIGTERM: finish the commit in flight, save cursors, close the log)"
 kill "$tax_pid"
 wait "$tax_pid" 2>/dev/null || true
@@ -123,6 +126,7 @@ echo "   civibusd exited with status $rc; its log:"
 tail -n 6 "$WORK/hub.log" | show
 
 step "10. Anyone holding the hub's public signing key can prove the log untampered, offline"
-"$CLI" verify --data "$WORK/data" --hub-key "$KEYS/hub-sign.pub" 2>&1 | show
+echo "   (and, with the tax office's witness file, that it was not cut back or rewritten since)"
+"$CLI" verify --data "$WORK/data" --hub-key "$KEYS/hub-sign.pub" --witness "$WORK/tax-office.witness" 2>&1 | show
 echo
 echo "Demo done. Keys: certs/dev/  Data and logs: $BUILD/demo/"
