@@ -162,7 +162,8 @@ fuzz-targets: $(FUZZ_BIN)
 
 tests: all $(UNIT_BIN) $(ITEST_BIN) $(FUZZ_BIN)
 
-test: deps
+test:
+	$(Q)sh deploy/install-deps.sh test
 	$(Q)$(MAKE) --no-print-directory BUILD=build/test SANITIZER=address,undefined OPT=-O1 tests
 	$(Q)sh tests/run.sh build/test
 

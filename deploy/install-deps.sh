@@ -1,23 +1,25 @@
 #!/bin/sh
 # install-deps.sh - install what civibus needs from Debian's archive.
 #
-# usage: install-deps.sh [memcheck] [fuzz]
-# Without arguments: what building, `make test` and `make demo` need
-# (prometheus for promtool, which checks and unit-tests deploy/prometheus).
-# The extras add valgrind (make memcheck) or clang with libFuzzer (make fuzz).
+# usage: install-deps.sh [test] [memcheck] [fuzz]
+# Without arguments: what building and `make demo` need. The extras add what
+# the test suite needs (make test: cmocka; prometheus for promtool, which
+# checks the metrics and unit-tests deploy/prometheus; chromium, curl, jq and
+# procps for the test of the status page), valgrind (make memcheck) or clang
+# with libFuzzer (make fuzz), so that the demo does not download a browser.
 # Idempotent: checks each package with dpkg and calls apt-get only for the
 # missing ones, so a machine that has everything hears nothing from it.
 # Needs root (or sudo) only when something is missing.
 set -eu
 
 PACKAGES="gcc make pkg-config libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
-libssl-dev liblmdb-dev lmdb-utils libjansson-dev libcmocka-dev libmicrohttpd-dev
-libcurl4-openssl-dev prometheus chromium curl jq procps"
+libssl-dev liblmdb-dev lmdb-utils libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev"
 for extra in "$@"; do
     case $extra in
-    memcheck) PACKAGES="$PACKAGES valgrind" ;;
+    test) PACKAGES="$PACKAGES libcmocka-dev prometheus chromium curl jq procps" ;;
+    memcheck) PACKAGES="$PACKAGES libcmocka-dev valgrind" ;;
     fuzz) PACKAGES="$PACKAGES clang libclang-rt-14-dev" ;;
-    *) echo "install-deps: unknown extra '$extra' (memcheck, fuzz)" >&2; exit 2 ;;
+    *) echo "install-deps: unknown extra '$extra' (test, memcheck, fuzz)" >&2; exit 2 ;;
     esac
 done
 

@@ -12,7 +12,7 @@ cd "$ROOT/deploy/prometheus"
 fail() { echo "test_prometheus: $*" >&2; exit 1; }
 
 command -v promtool >/dev/null 2>&1 ||
-    fail "promtool not found: install the Debian package prometheus (sh deploy/install-deps.sh)"
+    fail "promtool not found: install the Debian package prometheus (sh deploy/install-deps.sh test)"
 
 promtool check config prometheus.yml
 promtool check rules alerts.yml

@@ -55,7 +55,7 @@ fail() {
     exit 1
 }
 for tool in "$CHROMIUM" curl jq pgrep; do
-    command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed (sh deploy/install-deps.sh)"
+    command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed (sh deploy/install-deps.sh test)"
 done
 
 # The page stays self-contained and never parses data as HTML.
