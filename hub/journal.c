@@ -174,20 +174,6 @@ struct journal {
 
 /* --- little helpers ---------------------------------------------------- */
 
-static void s_put_u64le(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t s_get_u64le(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 static void s_put_u32le(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
@@ -775,8 +761,8 @@ static int s_put_cursors(journal_t *self, MDB_txn *txn, const journal_cursor_t *
         if (rc)
             return s_fail("cursor_put", rc);
         uint8_t *p = val.mv_data;
-        s_put_u64le(p, c->acked);
-        s_put_u64le(p + 8, (uint64_t)now);
+        logfile_put_u64le(p, c->acked);
+        logfile_put_u64le(p + 8, (uint64_t)now);
         if (flen)
             memcpy(p + CURSOR_HDR, c->filters, flen);
     }
@@ -1232,7 +1218,7 @@ static int s_cursor_parse(journal_t *self, const MDB_val *key, const MDB_val *va
     c->agency = s;
     c->name = s + (sep - (const char *)key->mv_data) + 1;
     c->filters = s + key->mv_size + 1;
-    c->acked = s_get_u64le(val->mv_data);
+    c->acked = logfile_get_u64le(val->mv_data);
     return JOURNAL_OK;
 }
 
@@ -1273,7 +1259,7 @@ int journal_cursor_get(journal_t *self, const char *agency, const char *name, ui
         copy[flen] = '\0';
         *filters = copy;
     }
-    *acked = s_get_u64le(val.mv_data);
+    *acked = logfile_get_u64le(val.mv_data);
 abort_txn:
     mdb_txn_abort(txn);
     return jrc;
@@ -1395,7 +1381,7 @@ static int s_dl_parse(journal_t *self, const MDB_val *key, const MDB_val *val, j
                                   .seq = seq,
                                   .attempts = s_get_u32le(v),
                                   .redrive = (flags & DL_FLAG_REDRIVE) != 0,
-                                  .dead_at = (int64_t)s_get_u64le(v + 8),
+                                  .dead_at = (int64_t)logfile_get_u64le(v + 8),
                                   .reason = out + head};
     return JOURNAL_OK;
 }
@@ -1412,7 +1398,7 @@ static int s_dl_write(journal_t *self, MDB_txn *txn, const journal_dead_letter_t
     uint8_t *p = val.mv_data;
     s_put_u32le(p, dl->attempts);
     s_put_u32le(p + 4, dl->redrive ? DL_FLAG_REDRIVE : 0);
-    s_put_u64le(p + 8, (uint64_t)dl->dead_at);
+    logfile_put_u64le(p + 8, (uint64_t)dl->dead_at);
     if (rlen)
         memcpy(p + DL_HDR, dl->reason, rlen);
     return JOURNAL_OK;
@@ -1732,7 +1718,7 @@ static int s_retain_limit(journal_t *self, MDB_txn *txn, uint64_t *limit, const 
         uint64_t acked = 0; /* no cursor yet: it has acknowledged nothing */
         int rc = mdb_get(txn, self->cursors_db, &key, &val);
         if (rc == 0 && val.mv_size >= CURSOR_HDR)
-            acked = s_get_u64le(val.mv_data);
+            acked = logfile_get_u64le(val.mv_data);
         else if (rc == 0)
             return s_corrupt("cursor", 0);
         else if (rc != MDB_NOTFOUND)

@@ -35,13 +35,13 @@ struct logfile {
     crypto_sha256_t *hasher;
 };
 
-static void s_put_u64le(uint8_t *p, uint64_t v)
+void logfile_put_u64le(uint8_t *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint64_t s_get_u64le(const uint8_t *p)
+uint64_t logfile_get_u64le(const uint8_t *p)
 {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
@@ -68,7 +68,7 @@ void logfile_entry_encode(uint8_t *v, int64_t received_at, const char *type, siz
     v[5] = (uint8_t)event_id_len;
     v[6] = 0;
     v[7] = 0;
-    s_put_u64le(v + 8, (uint64_t)received_at);
+    logfile_put_u64le(v + 8, (uint64_t)received_at);
     memset(v + LOGFILE_CHAIN_OFF, 0, LOGFILE_CHAIN_LEN);
     uint8_t *w = v + LOGFILE_ENTRY_HDR;
     memcpy(w, type, type_len);
@@ -92,7 +92,7 @@ const char *logfile_entry_split(uint64_t seq, const uint8_t *v, size_t len, logf
         return "entry_lengths";
     const char *s = (const char *)v + LOGFILE_ENTRY_HDR;
     out->seq = seq;
-    out->received_at = (int64_t)s_get_u64le(v + 8);
+    out->received_at = (int64_t)logfile_get_u64le(v + 8);
     memcpy(out->chain, v + LOGFILE_CHAIN_OFF, LOGFILE_CHAIN_LEN);
     out->type = s;
     out->type_len = type_len;
@@ -111,7 +111,7 @@ int logfile_chain(crypto_sha256_t *h, const uint8_t prev[LOGFILE_CHAIN_LEN], uin
     if (len < LOGFILE_ENTRY_HDR)
         return CRYPTO_INTERNAL;
     uint8_t seq_le[8];
-    s_put_u64le(seq_le, seq);
+    logfile_put_u64le(seq_le, seq);
     int rc = crypto_sha256_begin(h);
     rc = rc ? rc : crypto_sha256_update(h, prev, LOGFILE_CHAIN_LEN);
     rc = rc ? rc : crypto_sha256_update(h, seq_le, sizeof seq_le);
@@ -127,8 +127,8 @@ void logfile_checkpoint_signed(const logfile_checkpoint_t *cp, uint8_t out[LOGFI
     uint8_t *p = out;
     memcpy(p, s_domain, sizeof s_domain);
     p += sizeof s_domain;
-    s_put_u64le(p, cp->seq);
-    s_put_u64le(p + 8, (uint64_t)cp->time);
+    logfile_put_u64le(p, cp->seq);
+    logfile_put_u64le(p + 8, (uint64_t)cp->time);
     p += 16;
     memcpy(p, cp->chain, LOGFILE_CHAIN_LEN);
     p += LOGFILE_CHAIN_LEN;
@@ -141,8 +141,8 @@ void logfile_checkpoint_encode(const logfile_checkpoint_t *cp, uint8_t out[LOGFI
 {
     memset(out, 0, 8);
     out[0] = LOGFILE_CHECKPOINT_VERSION;
-    s_put_u64le(out + 8, cp->seq);
-    s_put_u64le(out + 16, (uint64_t)cp->time);
+    logfile_put_u64le(out + 8, cp->seq);
+    logfile_put_u64le(out + 16, (uint64_t)cp->time);
     memcpy(out + 24, cp->chain, LOGFILE_CHAIN_LEN);
     memcpy(out + 56, cp->key_id, CRYPTO_KEYID_LEN);
     memcpy(out + 64, cp->sig, CRYPTO_SIG_LEN);
@@ -152,8 +152,8 @@ int logfile_checkpoint_decode(const uint8_t *v, size_t len, logfile_checkpoint_t
 {
     if (len != LOGFILE_CHECKPOINT_LEN || v[0] != LOGFILE_CHECKPOINT_VERSION)
         return LOGFILE_FORMAT;
-    out->seq = s_get_u64le(v + 8);
-    out->time = (int64_t)s_get_u64le(v + 16);
+    out->seq = logfile_get_u64le(v + 8);
+    out->time = (int64_t)logfile_get_u64le(v + 16);
     memcpy(out->chain, v + 24, LOGFILE_CHAIN_LEN);
     memcpy(out->key_id, v + 56, CRYPTO_KEYID_LEN);
     memcpy(out->sig, v + 64, CRYPTO_SIG_LEN);
@@ -337,8 +337,8 @@ int logfile_witness_parse(const char *line, logfile_checkpoint_t *out, char *why
 
 void logfile_anchor_encode(const logfile_anchor_t *a, uint8_t out[LOGFILE_ANCHOR_LEN])
 {
-    s_put_u64le(out, a->seq);
-    s_put_u64le(out + 8, (uint64_t)a->received_at);
+    logfile_put_u64le(out, a->seq);
+    logfile_put_u64le(out + 8, (uint64_t)a->received_at);
     memcpy(out + 16, a->chain, LOGFILE_CHAIN_LEN);
 }
 
@@ -346,8 +346,8 @@ int logfile_anchor_decode(const uint8_t *v, size_t len, logfile_anchor_t *out)
 {
     if (len != LOGFILE_ANCHOR_LEN)
         return LOGFILE_FORMAT;
-    out->seq = s_get_u64le(v);
-    out->received_at = (int64_t)s_get_u64le(v + 8);
+    out->seq = logfile_get_u64le(v);
+    out->received_at = (int64_t)logfile_get_u64le(v + 8);
     memcpy(out->chain, v + 16, LOGFILE_CHAIN_LEN);
     return out->seq ? LOGFILE_OK : LOGFILE_FORMAT;
 }

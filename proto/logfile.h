@@ -171,6 +171,12 @@ int logfile_anchor_decode(const uint8_t *v, size_t len, logfile_anchor_t *out);
 
 typedef struct logfile logfile_t;
 
+/* The log's integers are little-endian: write v into p[0..7], read it back.
+ * Shared with the hub's journal, which stores cursors and dead letters the
+ * same way. */
+void logfile_put_u64le(uint8_t *p, uint64_t v);
+uint64_t logfile_get_u64le(const uint8_t *p);
+
 /* Open a log read-only. dir is either a hub's data directory (data.mdb and
  * lock.mdb; MDB_RDONLY with LMDB's lock, so a running hub keeps writing
  * meanwhile), or a single file holding a copy of data.mdb, such as one made
